@@ -1,0 +1,159 @@
+"""What an experiment is: a paper's table as rows × metrics, a typed config with presets, and the flow
+data → model → objective (phases) → fit → metrics that :mod:`kdgm.experiments.runner` drives for every row and seed.
+
+An experiment module subclasses :class:`Experiment`, fills in the table description, and implements the few
+methods of the flow. It never writes a training loop: :func:`kdgm.train.loop.fit` is the only one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from kdgm.errors import UserError
+from kdgm.train.updater import Phase
+
+
+@dataclass
+class TrainConfig:
+    """Fields every experiment shares; experiments subclass it with their own (all with defaults).
+
+    Attributes:
+        steps: optimizer steps per training run.
+        batch_size: examples per step on each device.
+        lr: learning rate of the main optimizer (Adam).
+        lr_schedule: ``constant`` or ``cosine`` decay to zero over ``steps``, after ``warmup_steps`` of linear warm-up.
+        grad_clip: clip the gradient norm to this value (null: no clipping).
+        eval_every: steps between evaluations on held-out data during training (0: only at the end).
+        checkpoint_every: steps between checkpoints (a killed run resumes from the last one).
+        log_every: steps between rows of ``train.csv``.
+        precision: Fabric precision, e.g. ``32-true``, ``bf16-mixed``.
+        deterministic: use deterministic kernels only.
+        tensorboard: also write TensorBoard event files.
+        data_dir: a folder with the experiment's data files, where it needs one.
+    """
+
+    steps: int = 1000
+    batch_size: int = 100
+    lr: float = 1e-3
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
+    grad_clip: float | None = None
+    eval_every: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 50
+    precision: str = "32-true"
+    deterministic: bool = False
+    tensorboard: bool = True
+    data_dir: str | None = None
+
+    def validate(self) -> None:
+        """Raise a :class:`UserError` for values no run could use."""
+        for key in ("steps", "batch_size", "log_every"):
+            if getattr(self, key) < 1:
+                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
+        for key in ("eval_every", "checkpoint_every", "warmup_steps"):
+            if getattr(self, key) < 0:
+                raise UserError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise UserError(f"lr must be positive, got {self.lr}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise UserError(f"grad_clip must be positive or null, got {self.grad_clip}")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A column of the table.
+
+    Attributes:
+        key: name in ``metrics.json``.
+        label: column header in the report.
+        lower_is_better: for the report's arrow.
+        digits: decimals shown.
+    """
+
+    key: str
+    label: str
+    lower_is_better: bool = True
+    digits: int = 2
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row of the table: its name, the config values that make it that row, and the paper's numbers.
+
+    Attributes:
+        name: row label, as the paper writes it.
+        settings: config values this row fixes (they win over presets and ``--set``).
+        paper: metric key → the paper's number for this row.
+    """
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    paper: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Named config values and a default number of seeds.
+
+    Attributes:
+        values: config overrides.
+        seeds: seeds per row when ``--seeds`` is not given.
+        note: one line for the report (size and time relative to the paper).
+    """
+
+    values: dict[str, Any]
+    seeds: int
+    note: str = ""
+
+
+class Experiment(ABC):
+    """A reproduced table. Subclasses set the class attributes and implement the flow methods."""
+
+    name: str
+    title: str
+    paper: str
+    table: str
+    config_class: type[TrainConfig] = TrainConfig
+    presets: dict[str, Preset]
+    rows: tuple[Row, ...]
+    metrics: tuple[Metric, ...]
+
+    # -- description -------------------------------------------------------------------------------------------
+    def differences(self, config: TrainConfig) -> list[str]:
+        """Lines for the report: what this run does differently from the paper's set-up."""
+        return []
+
+    def check(self, config: TrainConfig) -> None:
+        """Raise a :class:`UserError` before anything is written if the run cannot start (e.g. missing data)."""
+
+    # -- the flow ----------------------------------------------------------------------------------------------
+    @abstractmethod
+    def data(self, config: TrainConfig) -> tuple[Any, Any]:
+        """(training set, evaluation set), each an indexed data set (``len`` and ``batch(index)``)."""
+
+    @abstractmethod
+    def build_model(self, config: TrainConfig) -> nn.Module:
+        """The model of one row, freshly initialised from the current seed."""
+
+    @abstractmethod
+    def phases(self, config: TrainConfig, model: nn.Module) -> list[Phase]:
+        """The updater's phases: objectives with their optimizers."""
+
+    @abstractmethod
+    def evaluate(self, config: TrainConfig, model: nn.Module, test: Any, final: bool) -> dict[str, float]:
+        """Metrics on ``test``; ``final=False`` is the cheap version run during training."""
+
+    def figures(self, config: TrainConfig, model: nn.Module, test: Any, folder: Path) -> list[Path]:
+        """Write PNG figures of a trained model into ``folder``; return their paths."""
+        return []
+
+    def samples(self, model: nn.Module, n: int, generator: torch.Generator) -> Tensor:
+        """(n, C, H, W) images in [0, 1] for ``kdgm sample``."""
+        raise UserError(f"experiment {self.name} has no generative samples")

@@ -1,0 +1,34 @@
+"""The objective contract: ``objective(model, batch) -> LossOutput``.
+
+Objectives are objects, separate from models (as pyro's ``Trace_ELBO()(model, guide)``): a model returns named
+quantities, an objective turns them into a scalar to minimise plus named terms to log. Knowledge methods wrap a
+base objective instead of editing the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from torch import Tensor, nn
+
+from kdgm.data.batch import Batch
+
+
+@dataclass
+class LossOutput:
+    """A scalar to minimise and named, detached-for-logging terms.
+
+    Attributes:
+        total: () scalar tensor; the training loop back-propagates it.
+        terms: named () tensors (for example ``nelbo``, ``kl``); logged, never back-propagated.
+    """
+
+    total: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Objective(Protocol):
+    """Anything callable as ``objective(model, batch) -> LossOutput``."""
+
+    def __call__(self, model: nn.Module, batch: Batch) -> LossOutput: ...

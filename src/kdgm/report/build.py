@@ -1,0 +1,138 @@
+"""``metrics.json`` and ``report.md`` of a run folder, rebuilt from its per-seed ``result.json`` files.
+
+``metrics.json`` has the shape other tools compare runs by::
+
+    {"experiment": NAME, "preset": P, "seeds": [...],
+     "rows": {ROW: {METRIC: {"mean": m, "std": s, "per_seed": [...], "paper": p_or_null}}}}
+
+``std`` is the sample standard deviation over seeds (0 with a single seed).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from kdgm.errors import UserError
+from kdgm.experiments.runner import RESULT, read_run_config, slug, write_json
+from kdgm.report.figures import plot_curves
+from kdgm.train.logs import read_csv
+
+
+def collect(run_dir: Path) -> dict[str, Any]:
+    """Aggregate every finished (row, seed) of ``run_dir`` into the ``metrics.json`` structure."""
+    from kdgm.experiments import EXPERIMENTS
+
+    record = read_run_config(run_dir)
+    experiment = EXPERIMENTS[record["experiment"]]
+    rows: dict[str, Any] = {}
+    for row in experiment.rows:
+        results = []
+        for seed in record["seeds"]:
+            path = run_dir / "rows" / slug(row.name) / f"seed{seed}" / RESULT
+            if path.exists():
+                try:
+                    results.append(json.loads(path.read_text()))
+                except json.JSONDecodeError as err:
+                    raise UserError(f"{path} is corrupt ({err.msg}); delete it and run kdgm run --resume") from None
+        rows[row.name] = {}
+        for metric in experiment.metrics:
+            values = [r["metrics"][metric.key] for r in results if metric.key in r["metrics"]]
+            rows[row.name][metric.key] = {
+                "mean": statistics.fmean(values) if values else None,
+                "std": statistics.stdev(values) if len(values) > 1 else (0.0 if values else None),
+                "per_seed": values,
+                "paper": row.paper.get(metric.key),
+            }
+    return {"experiment": experiment.name, "preset": record["preset"], "seeds": record["seeds"], "rows": rows}
+
+
+def _cell(value: float | None, std: float | None, digits: int) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{value:.{digits}f}"
+
+
+def _curves(run_dir: Path, experiment, seed: int) -> list[Path]:
+    """Training loss and evaluation curves of the first seed of every row."""
+    train, evals = {}, {}
+    for row in experiment.rows:
+        folder = run_dir / "rows" / slug(row.name) / f"seed{seed}"
+        log = read_csv(folder / "train.csv")
+        if "loss" in log:
+            train[row.name] = (log["step"], log["loss"])
+        log = read_csv(folder / "eval.csv")
+        key = next((m.key for m in experiment.metrics if m.key in log), None)
+        if key is not None:
+            evals[f"{row.name} ({key})"] = (log["step"], log[key])
+    paths = []
+    if train:
+        paths.append(plot_curves(train, run_dir / "figures" / "training_loss.png", "training loss", experiment.name))
+    if evals:
+        paths.append(plot_curves(evals, run_dir / "figures" / "evaluation.png", "held-out metric", experiment.name))
+    return paths
+
+
+def render(run_dir: Path, metrics: dict[str, Any]) -> str:
+    """The Markdown report: the paper-style table, the set-up differences, the figures."""
+    from kdgm import config as cfgmod
+    from kdgm.experiments import EXPERIMENTS
+
+    record = read_run_config(run_dir)
+    experiment = EXPERIMENTS[record["experiment"]]
+    config = cfgmod.from_dict(experiment.config_class, record["config"])
+    preset = experiment.presets.get(record["preset"])
+    seeds = record["seeds"]
+    lines = [
+        f"# {experiment.name}: {experiment.title}",
+        "",
+        f"Paper: {experiment.paper}, {experiment.table}. Preset `{record['preset']}`, {len(seeds)} seed(s) per row; "
+        "ours is mean ± sample std over seeds.",
+        "",
+    ]
+    header = ["Row"] + [f"{m.label} {'↓' if m.lower_is_better else '↑'} ours | paper" for m in experiment.metrics]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in experiment.rows:
+        cells = [row.name]
+        for metric in experiment.metrics:
+            entry = metrics["rows"][row.name][metric.key]
+            n = len(entry["per_seed"])
+            ours = _cell(entry["mean"], entry["std"], metric.digits) + (f" (n={n})" if n != len(seeds) else "")
+            paper = "—" if entry["paper"] is None else f"{entry['paper']:.{metric.digits}f}"
+            cells.append(f"{ours} \\| {paper}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## What differs from the paper's set-up", ""]
+    if preset is not None and preset.note:
+        lines.append(f"- Preset `{record['preset']}`: {preset.note}.")
+    lines += [f"- {line}" for line in experiment.differences(config)]
+    lines += ["", "## Per-seed results", ""]
+    for row in experiment.rows:
+        per_seed = ", ".join(
+            f"{m.key}=[{', '.join(f'{v:.{m.digits}f}' for v in metrics['rows'][row.name][m.key]['per_seed'])}]"
+            for m in experiment.metrics
+        )
+        lines.append(f"- {row.name}: {per_seed}")
+    figures = sorted((run_dir / "figures").rglob("*.png")) if (run_dir / "figures").exists() else []
+    if figures:
+        lines += ["", "## Figures", ""]
+        for path in figures:
+            rel = path.relative_to(run_dir).as_posix()
+            lines += [f"![{rel}]({rel})", ""]
+    lines += ["", f"Config: `config.yaml`. Reproduce: `kdgm run {experiment.name} --preset {record['preset']} --seeds {len(seeds)}`.", ""]
+    return "\n".join(lines)
+
+
+def build_report(run_dir: Path) -> Path:
+    """Write ``metrics.json``, the curve figures and ``report.md``; return the report's path."""
+    from kdgm.experiments import EXPERIMENTS
+
+    run_dir = Path(run_dir)
+    metrics = collect(run_dir)
+    experiment = EXPERIMENTS[metrics["experiment"]]
+    _curves(run_dir, experiment, metrics["seeds"][0])
+    write_json(run_dir / "metrics.json", metrics)
+    report = run_dir / "report.md"
+    report.write_text(render(run_dir, metrics))
+    return report

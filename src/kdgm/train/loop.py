@@ -1,0 +1,138 @@
+"""The one training loop.
+
+Every method in kdgm trains through :func:`fit`: it draws batches, asks the updater for one step, logs, evaluates
+and checkpoints. Methods differ only in their updater (:mod:`kdgm.train.updater`). Checkpoints hold the model,
+optimizer and scheduler states, the RNG states and the step, so a killed run resumes where it stopped and draws the
+same batches and noise it would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from kdgm.data.loader import BatchLoader
+from kdgm.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from kdgm.train.logs import RunLog
+from kdgm.train.updater import PhasedUpdater, Progress
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` reports back.
+
+    Attributes:
+        steps: the step count reached.
+        resumed_from: the step the run resumed from (0 for a fresh run).
+        seconds: wall time of this call.
+        last_eval: the metrics of the last evaluation (empty if none ran).
+    """
+
+    steps: int
+    resumed_from: int
+    seconds: float
+    last_eval: dict[str, float]
+
+
+def fit(
+    fabric,
+    updater: PhasedUpdater,
+    loader: BatchLoader,
+    *,
+    max_steps: int,
+    folder: Path | None = None,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    eval_every: int = 0,
+    checkpoint_every: int = 0,
+    log_every: int = 50,
+    tensorboard: bool = True,
+    desc: str = "train",
+    progress_bar: bool | None = None,
+) -> FitResult:
+    """Train ``updater`` on ``loader`` for ``max_steps`` steps.
+
+    Args:
+        fabric: a launched ``lightning.fabric.Fabric``; the updater is set up on it here.
+        updater: owns the model, objectives and optimizers.
+        loader: training batches; its epoch is set from the step, so resumed runs continue the same order.
+        max_steps: optimizer steps of the run (a resumed run trains only the missing ones).
+        folder: where logs and ``checkpoints/last.ckpt`` go; ``None`` trains without either.
+        evaluate: called every ``eval_every`` steps and at the end; returns metrics to log.
+        checkpoint_every: steps between checkpoints (0: only at the end).
+        log_every: steps between log rows (terms are averaged over them).
+        progress_bar: show a tqdm bar; ``None`` shows it on an interactive terminal only.
+    """
+    start_time = time.perf_counter()
+    updater.setup(fabric)
+    ckpt_dir = folder / "checkpoints" if folder is not None else None
+    start = 0
+    if ckpt_dir is not None and (ckpt_dir / LAST).exists():
+        state = load_checkpoint(ckpt_dir / LAST)
+        updater.load_state_dict(state)
+        set_rng_state(state["rng"])
+        if fabric.global_rank > 0:  # the checkpoint holds rank 0's generators; other ranks draw their own noise
+            torch.manual_seed(1_000_003 * fabric.global_rank + int(state["step"]))
+        start = int(state["step"])
+    is_main = fabric.global_rank == 0
+    log = RunLog(folder, tensorboard) if folder is not None and is_main else None
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"the training set gives no full batch of {loader.batch_size}")
+    show = (sys.stderr.isatty() if progress_bar is None else progress_bar) and is_main
+    bar = tqdm(total=max_steps, initial=start, desc=desc, disable=not show, dynamic_ncols=True, leave=False)
+
+    def checkpoint(step: int) -> None:
+        if ckpt_dir is not None:
+            if is_main:
+                save_checkpoint({"step": step, "rng": rng_state(), **updater.state_dict()}, ckpt_dir)
+            fabric.barrier()
+
+    def run_eval(step: int) -> dict[str, float]:
+        metrics = evaluate() if evaluate is not None else {}
+        if log is not None and metrics:
+            log.log("eval", step, metrics)
+        if metrics and show:
+            bar.write(f"[{desc}] step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return metrics
+
+    step, running, count, last_eval = start, {}, 0, {}
+    while step < max_steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        loader.set_epoch(epoch)
+        for batch in loader.iter_from(offset):
+            progress = Progress(step=step, epoch=step / steps_per_epoch, max_steps=max_steps)
+            terms = updater.step(batch.to(fabric.device), progress)
+            step += 1
+            for key, value in terms.items():
+                running[key] = running.get(key, 0.0) + value
+            count += 1
+            if step % log_every == 0 or step == max_steps:
+                means = {key: float(value) / count for key, value in running.items()}
+                if not all(math.isfinite(v) for v in means.values()):
+                    raise FloatingPointError(f"[{desc}] non-finite loss at step {step}: {means}")
+                if log is not None:
+                    log.log("train", step, {"epoch": step / steps_per_epoch, **means})
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(means.items())[:3]}, refresh=False)
+                running, count = {}, 0
+            bar.update(1)
+            if eval_every and step % eval_every == 0 and step < max_steps:
+                last_eval = run_eval(step)
+            if checkpoint_every and step % checkpoint_every == 0 and step < max_steps:
+                checkpoint(step)
+            if step >= max_steps:
+                break
+    bar.close()
+    if start < max_steps:  # a run resumed after its last step has nothing new to evaluate or save
+        if evaluate is not None:
+            last_eval = run_eval(step)
+        checkpoint(step)
+    if log is not None:
+        log.close()
+    return FitResult(steps=step, resumed_from=start, seconds=time.perf_counter() - start_time, last_eval=last_eval)

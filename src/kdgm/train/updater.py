@@ -1,0 +1,128 @@
+"""Updaters: what one training step does with a batch.
+
+The training loop (:func:`kdgm.train.loop.fit`) is the same for every method; what differs is how loss terms map
+to optimizers. An updater owns one or more :class:`Phase` objects, each an objective with its own optimizer (and
+optionally its own parameters, schedule and number of repeats), run in order on every batch:
+
+- a VAE or a classifier: one phase;
+- a WGAN: a critic phase repeated 5 times, then a generator phase;
+- rule distillation with learned confidences (Hu et al. 2016b) or learnable constraints (Hu et al. 2018): a student
+  (or model) phase, then a φ-phase on the constraint parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from kdgm.data.batch import Batch
+from kdgm.objectives.base import Objective
+
+
+@dataclass
+class Progress:
+    """Where training stands; objectives with schedules (e.g. the imitation weight π_t) read it.
+
+    Attributes:
+        step: optimizer steps taken so far (of the first phase).
+        epoch: fractional epochs seen so far (``step / steps_per_epoch``).
+        max_steps: total steps of the run.
+    """
+
+    step: int = 0
+    epoch: float = 0.0
+    max_steps: int = 0
+
+
+@dataclass
+class Phase:
+    """One objective minimised by one optimizer.
+
+    Attributes:
+        name: prefix of the logged terms (``"main"`` logs unprefixed).
+        objective: ``objective(model, batch) -> LossOutput``; objectives that follow a schedule take ``progress``
+            through a ``progress`` attribute set before each call.
+        optimizer: the optimizer over this phase's parameters.
+        scheduler: an optional learning-rate scheduler stepped after every optimizer step.
+        repeats: optimizer steps of this phase per batch (e.g. 5 critic steps per generator step).
+        grad_clip: clip the gradient norm of this phase's parameters to this value.
+    """
+
+    name: str
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    repeats: int = 1
+    grad_clip: float | None = None
+    _params: list[Tensor] = field(default_factory=list, repr=False)
+
+
+class PhasedUpdater:
+    """Runs each phase's objective, backward pass and optimizer step, in order, on every batch.
+
+    Args:
+        model: the module every objective receives (the Fabric-wrapped one after :meth:`setup`).
+        phases: the phases, in the order they run.
+    """
+
+    def __init__(self, model: nn.Module, phases: list[Phase]) -> None:
+        if not phases:
+            raise ValueError("an updater needs at least one phase")
+        names = [p.name for p in phases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"phase names must be unique, got {names}")
+        self.model = model
+        self.phases = phases
+        self.fabric: Any = None
+
+    def setup(self, fabric) -> None:
+        """Move the model and optimizers to Fabric's device and strategy (DDP, precision)."""
+        self.fabric = fabric
+        self.model = fabric.setup_module(self.model)
+        for phase in self.phases:
+            phase._params = [p for group in phase.optimizer.param_groups for p in group["params"]]
+            phase.optimizer = fabric.setup_optimizers(phase.optimizer)
+
+    def step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
+        """One training step; returns detached terms for logging."""
+        logged: dict[str, Tensor] = {}
+        for phase in self.phases:
+            if hasattr(phase.objective, "progress"):
+                phase.objective.progress = progress
+            for _ in range(phase.repeats):
+                out = phase.objective(self.model, batch)
+                phase.optimizer.zero_grad(set_to_none=True)
+                self.fabric.backward(out.total)
+                if phase.grad_clip:
+                    self.fabric.clip_gradients(self.model, phase.optimizer, max_norm=phase.grad_clip)
+                phase.optimizer.step()
+                if phase.scheduler is not None:
+                    phase.scheduler.step()
+            prefix = "" if phase.name == "main" else f"{phase.name}/"
+            logged[f"{prefix}loss"] = out.total.detach()
+            logged.update({f"{prefix}{key}": value for key, value in out.terms.items()})
+        return logged
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": _unwrap(self.model).state_dict(),
+            "optimizers": {p.name: p.optimizer.state_dict() for p in self.phases},
+            "schedulers": {p.name: p.scheduler.state_dict() for p in self.phases if p.scheduler is not None},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _unwrap(self.model).load_state_dict(state["model"])
+        for phase in self.phases:
+            phase.optimizer.load_state_dict(state["optimizers"][phase.name])
+            if phase.scheduler is not None:
+                phase.scheduler.load_state_dict(state["schedulers"][phase.name])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The user's module inside Fabric's and DDP's wrappers (their state-dict keys carry no prefix)."""
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return model
