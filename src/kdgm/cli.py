@@ -24,7 +24,7 @@ class _Parser(ArgumentParser):
 
 def _one_line(message: str) -> str:
     key = re.search(r'Parser key "([^"]+)"', message)
-    given = re.search(r"Given value: (.*)", message)
+    given = re.search(r"(?:Given|Got) value: (.*)", message)
     expected = re.findall(r"Expected a <class '([^']+)'>", message)
     if key and given:
         wanted = " or ".join(e for e in expected if e != "NoneType") or "another type"

@@ -131,7 +131,12 @@ class Experiment(ABC):
         return []
 
     def check(self, config: TrainConfig) -> None:
-        """Raise a :class:`UserError` before anything is written if the run cannot start (e.g. missing data)."""
+        """Raise a :class:`UserError` before anything is written if the run cannot start (e.g. missing data).
+
+        The default builds the data sets once: every kdgm data set is cached after its first build, so the rows
+        that follow load it again cheaply.
+        """
+        self.data(config)
 
     # -- the flow ----------------------------------------------------------------------------------------------
     @abstractmethod

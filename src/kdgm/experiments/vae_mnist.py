@@ -67,8 +67,8 @@ class VAEMnist(Experiment):
     presets = {
         "smoke": Preset(dict(steps=20, batch_size=64, eval_k=8, eval_examples=200, checkpoint_every=10, log_every=5), 1,
                         "CI smoke run: 20 steps, NLL with k=8 on 200 test images"),
-        "quick": Preset(dict(steps=3000, batch_size=100, lr=1e-3, eval_k=100, eval_examples=2000, eval_every=1000), 2,
-                        "5 epochs instead of 3,280; NLL with k=100 on 2,000 test images instead of k=5000 on 10,000"),
+        "quick": Preset(dict(steps=2500, batch_size=100, lr=1e-3, eval_k=100, eval_examples=2000, eval_every=1000), 2,
+                        "about 4 epochs instead of 3,280; NLL with k=100 on 2,000 test images instead of k=5000 on 10,000"),
         "paper": Preset(dict(steps=120000, batch_size=100, lr=1e-3, lr_schedule="cosine", eval_k=1000, eval_examples=10000,
                              eval_every=10000), 5,
                         "200 epochs instead of 3,280, cosine decay instead of Burda et al.'s stepped schedule; NLL with k=1000"),

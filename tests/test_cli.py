@@ -1,0 +1,155 @@
+"""The command line as a user meets it: list, run (smoke of every experiment), report, sample, resume after
+SIGKILL, DDP on two CPU processes, and every user error as one line on stderr with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import kdgm_command
+from kdgm.cli import main
+from kdgm.experiments import EXPERIMENTS
+from kdgm.experiments.runner import slug
+
+
+def check_metrics(run_dir: Path, name: str, preset: str = "smoke") -> dict:
+    """metrics.json has the documented shape, with finite numbers for every row and metric."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    experiment = EXPERIMENTS[name]
+    assert metrics["experiment"] == name and metrics["preset"] == preset
+    assert set(metrics["rows"]) == {row.name for row in experiment.rows}
+    for row in experiment.rows:
+        for metric in experiment.metrics:
+            entry = metrics["rows"][row.name][metric.key]
+            assert set(entry) == {"mean", "std", "per_seed", "paper"}
+            assert len(entry["per_seed"]) == len(metrics["seeds"])
+            assert math.isfinite(entry["mean"]) and entry["std"] >= 0
+            assert entry["paper"] == row.paper.get(metric.key)
+    report = (run_dir / "report.md").read_text()
+    assert all(row.name in report for row in experiment.rows) and "What differs from the paper" in report
+    return metrics
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in EXPERIMENTS)
+
+
+@pytest.mark.parametrize("name", list(EXPERIMENTS))
+def test_smoke_run_of_every_experiment(name, tmp_path, cli_env, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["run", name, "--preset", "smoke", "--out", str(run_dir), "--device", "cpu"]) == 0
+    check_metrics(run_dir, name)
+    assert list((run_dir / "figures").rglob("*.png"))
+    # report rebuilds identically from the saved results
+    before = (run_dir / "metrics.json").read_text()
+    (run_dir / "metrics.json").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "metrics.json").read_text() == before
+
+
+def test_sample_writes_a_png(tmp_path, cli_env, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir), "--set", "tensorboard=false"]) == 0
+    assert main(["sample", str(run_dir), "--n", "16", "--row", "IWAE (k=5)"]) == 0
+    png = run_dir / "samples.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("kdgm: error: ")
+    return err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "vae-mnsit"], "unknown experiment 'vae-mnsit'; did you mean vae-mnist?"),
+        (["run", "vae-mnist", "--preset", "huge"], "unknown preset 'huge'"),
+        (["run", "vae-mnist", "--set", "stpes=3"], "did you mean steps?"),
+        (["run", "vae-mnist", "--set", "steps=three"], "steps: expected an integer"),
+        (["run", "vae-mnist", "--set", "steps"], "--set expects key=value"),
+        (["run", "vae-mnist", "--seeds", "two"], "--seeds: expected int"),
+        (["run", "vae-mnist", "--device", "tpu"], "unknown --device 'tpu'"),
+        (["run", "vae-mnist", "--data-dir", "/nonexistent/mnist"], "MNIST folder /nonexistent/mnist does not exist"),
+        (["runn"], "invalid choice"),
+        (["report", "/nonexistent/run"], "not a kdgm run folder"),
+        (["sample", "/nonexistent/run"], "not a kdgm run folder"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(args, message, tmp_path, cli_env, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    assert message in _error_line(capsys)
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_existing_run_and_bad_resume_are_user_errors(tmp_path, cli_env, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir), "--set", "tensorboard=false"]) == 0
+    capsys.readouterr()
+    assert main(["run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir)]) == 2
+    assert "already holds a run" in _error_line(capsys)
+    assert main(["run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir), "--resume", "--set", "steps=7"]) == 2
+    assert "different config" in _error_line(capsys)
+    assert main(["run", "vae-mnist", "--preset", "smoke", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "nothing to resume" in _error_line(capsys)
+    # a corrupt checkpoint of an unfinished run
+    seed_dir = run_dir / "rows" / slug("IWAE (k=5)") / "seed0"
+    (seed_dir / "result.json").unlink()
+    (seed_dir / "checkpoints" / "last.ckpt").write_bytes(b"\x00garbage")
+    assert main(["run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir), "--resume", "--set", "tensorboard=false"]) == 2
+    assert "is corrupt" in _error_line(capsys)
+    assert not (seed_dir / "result.json").exists()
+
+
+@pytest.mark.slow
+def test_console_exit_code_and_stderr(tmp_path, cli_env):
+    proc = subprocess.run(kdgm_command("run", "nope"), capture_output=True, text=True, env=cli_env, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["kdgm: error: unknown experiment 'nope' (known: " + ", ".join(EXPERIMENTS) + ")"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_reaches_the_same_step_count(tmp_path, cli_env):
+    run_dir = tmp_path / "run"
+    args = ["run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir), "--device", "cpu",
+            "--set", "steps=1000", "--set", "checkpoint_every=25", "--set", "tensorboard=false"]
+    proc = subprocess.Popen(kdgm_command(*args), env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt = run_dir / "rows" / slug("VAE (ELBO)") / "seed0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), proc.stderr.read().decode()
+    assert not (run_dir / "metrics.json").exists()
+    resumed = subprocess.run(kdgm_command(*args, "--resume"), env=cli_env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    result = json.loads((ckpt.parent.parent / "result.json").read_text())
+    assert result["steps"] == 1000 and result["resumed_from"] >= 25
+    check_metrics(run_dir, "vae-mnist")
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes(tmp_path, cli_env):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run(
+        kdgm_command("run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir), "--device", "cpu", "--devices", "2"),
+        env=cli_env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = check_metrics(run_dir, "vae-mnist")
+    log = (run_dir / "rows" / slug("VAE (ELBO)") / "seed0" / "train.csv").read_text().splitlines()
+    assert log[-1].startswith("20,")
+    assert metrics["rows"]["VAE (ELBO)"]["nll"]["mean"] < 550  # trained, not NaN
