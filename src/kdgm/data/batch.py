@@ -41,6 +41,10 @@ class ImageBatch(Batch):
     x: Tensor
     y: Tensor | None = None
 
+    def inputs(self) -> tuple[Tensor, ...]:
+        """What a classifier's ``forward`` takes."""
+        return (self.x,)
+
 
 @dataclass(frozen=True)
 class SceneBatch(Batch):
@@ -73,3 +77,7 @@ class TextBatch(Batch):
     lengths: Tensor
     y: Tensor
     index: Tensor
+
+    def inputs(self) -> tuple[Tensor, ...]:
+        """What a classifier's ``forward`` takes."""
+        return (self.tokens, self.lengths)

@@ -1,0 +1,90 @@
+"""Soft first-order logic: truth values in [0, 1] combined by a t-norm.
+
+Hu et al. (2016), "Harnessing Deep Neural Networks with Logic Rules", section 3.2, use Łukasiewicz soft logic
+(Bach et al. 2015)::
+
+    A ∧ B = max(A + B − 1, 0)      A ∨ B = min(A + B, 1)      ¬A = 1 − A      A ⇒ B = ¬A ∨ B = min(1 − A + B, 1)
+
+The product t-norm is the other common choice (semantic-loss style): ``A ∧ B = A·B``, ``A ∨ B = A + B − A·B``, and
+the Reichenbach implication ``A ⇒ B = 1 − A + A·B``, which is smooth everywhere.
+
+:class:`Truth` wraps a tensor of truth values so that rules read like the logic they encode::
+
+    has_but >> ((positive >> clause_positive) & (clause_positive >> positive))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+class Lukasiewicz:
+    """Łukasiewicz t-norm, t-conorm and residual implication (Hu et al. 2016)."""
+
+    name = "lukasiewicz"
+
+    @staticmethod
+    def conj(a: Tensor, b: Tensor) -> Tensor:
+        return (a + b - 1).clamp(min=0)
+
+    @staticmethod
+    def disj(a: Tensor, b: Tensor) -> Tensor:
+        return (a + b).clamp(max=1)
+
+    @staticmethod
+    def implies(a: Tensor, b: Tensor) -> Tensor:
+        return (1 - a + b).clamp(max=1)
+
+
+class Product:
+    """Product t-norm, probabilistic sum and Reichenbach implication."""
+
+    name = "product"
+
+    @staticmethod
+    def conj(a: Tensor, b: Tensor) -> Tensor:
+        return a * b
+
+    @staticmethod
+    def disj(a: Tensor, b: Tensor) -> Tensor:
+        return a + b - a * b
+
+    @staticmethod
+    def implies(a: Tensor, b: Tensor) -> Tensor:
+        return 1 - a + a * b
+
+
+TNorm = type[Lukasiewicz] | type[Product]
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Truth values in [0, 1] with logical operators: ``~a``, ``a & b``, ``a | b``, ``a >> b`` (a implies b).
+
+    Shapes broadcast like tensors, so a (B, 1) premise combines with (B, K) per-output truths.
+    """
+
+    value: Tensor
+    logic: TNorm = Lukasiewicz
+
+    @classmethod
+    def of(cls, value: Tensor | float | bool, logic: TNorm = Lukasiewicz) -> "Truth":
+        return cls(torch.as_tensor(value, dtype=torch.get_default_dtype()) if not isinstance(value, Tensor) else value, logic)
+
+    def _other(self, other: "Truth | Tensor | float") -> Tensor:
+        return other.value if isinstance(other, Truth) else torch.as_tensor(other, dtype=self.value.dtype)
+
+    def __invert__(self) -> "Truth":
+        return Truth(1 - self.value, self.logic)
+
+    def __and__(self, other) -> "Truth":
+        return Truth(self.logic.conj(self.value, self._other(other)), self.logic)
+
+    def __or__(self, other) -> "Truth":
+        return Truth(self.logic.disj(self.value, self._other(other)), self.logic)
+
+    def __rshift__(self, other) -> "Truth":
+        return Truth(self.logic.implies(self.value, self._other(other)), self.logic)
