@@ -12,16 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from conftest import kdgm_command
+from conftest import kdgm_command, sentiment_data_dir
 from kdgm.cli import main
 from kdgm.experiments import EXPERIMENTS
-from kdgm.experiments.runner import slug
+from kdgm import config as cfgmod
+from kdgm.experiments.runner import read_run_config, slug
 
 
 def check_metrics(run_dir: Path, name: str, preset: str = "smoke") -> dict:
     """metrics.json has the documented shape, with finite numbers for every row and metric."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     experiment = EXPERIMENTS[name]
+    saved = read_run_config(run_dir)["config"]
+    paper = experiment.paper_numbers(cfgmod.from_dict(experiment.config_class, saved))
     assert metrics["experiment"] == name and metrics["preset"] == preset
     assert set(metrics["rows"]) == {row.name for row in experiment.rows}
     for row in experiment.rows:
@@ -30,7 +33,7 @@ def check_metrics(run_dir: Path, name: str, preset: str = "smoke") -> dict:
             assert set(entry) == {"mean", "std", "per_seed", "paper"}
             assert len(entry["per_seed"]) == len(metrics["seeds"])
             assert math.isfinite(entry["mean"]) and entry["std"] >= 0
-            assert entry["paper"] == row.paper.get(metric.key)
+            assert entry["paper"] == paper[row.name].get(metric.key)
     report = (run_dir / "report.md").read_text()
     assert all(row.name in report for row in experiment.rows) and "What differs from the paper" in report
     return metrics
@@ -43,8 +46,13 @@ def test_list(capsys):
 
 
 @pytest.mark.parametrize("name", list(EXPERIMENTS))
-def test_smoke_run_of_every_experiment(name, tmp_path, cli_env, capsys):
+def test_smoke_run_of_every_experiment(name, tmp_path, cli_env, capsys, monkeypatch):
     run_dir = tmp_path / "run"
+    if EXPERIMENTS[name].needs_data:
+        folder = sentiment_data_dir()
+        if folder is None:
+            pytest.skip(f"{name} needs the {EXPERIMENTS[name].needs_data} data folder: set KDGM_DATA_DIR or put ../shared/data beside the repository")
+        monkeypatch.setenv("KDGM_DATA_DIR", str(folder))
     assert main(["run", name, "--preset", "smoke", "--out", str(run_dir), "--device", "cpu"]) == 0
     check_metrics(run_dir, name)
     assert list((run_dir / "figures").rglob("*.png"))
@@ -81,6 +89,7 @@ def _error_line(capsys) -> str:
         (["run", "vae-mnist", "--seeds", "two"], "--seeds: expected int"),
         (["run", "vae-mnist", "--device", "tpu"], "unknown --device 'tpu'"),
         (["run", "vae-mnist", "--data-dir", "/nonexistent/mnist"], "MNIST folder /nonexistent/mnist does not exist"),
+        (["run", "sentiment-but", "--data-dir", "/nonexistent/text"], "sentiment data folder not found"),
         (["runn"], "invalid choice"),
         (["report", "/nonexistent/run"], "not a kdgm run folder"),
         (["sample", "/nonexistent/run"], "not a kdgm run folder"),

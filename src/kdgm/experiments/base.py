@@ -30,6 +30,8 @@ class TrainConfig:
         lr_schedule: ``constant`` or ``cosine`` decay to zero over ``steps``, after ``warmup_steps`` of linear warm-up.
         grad_clip: clip the gradient norm to this value (null: no clipping).
         eval_every: steps between evaluations on held-out data during training (0: only at the end).
+        select: a metric of the periodic evaluation; the weights that scored best on it are the ones evaluated at the
+            end (model selection on a dev set). Empty: the last weights.
         checkpoint_every: steps between checkpoints (a killed run resumes from the last one).
         log_every: steps between rows of ``train.csv``.
         precision: Fabric precision, e.g. ``32-true``, ``bf16-mixed``.
@@ -45,6 +47,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float | None = None
     eval_every: int = 0
+    select: str = ""
     checkpoint_every: int = 500
     log_every: int = 50
     precision: str = "32-true"
@@ -62,6 +65,8 @@ class TrainConfig:
                 raise UserError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.lr <= 0:
             raise UserError(f"lr must be positive, got {self.lr}")
+        if self.select and not self.eval_every:
+            raise UserError(f"select={self.select!r} needs periodic evaluation: set eval_every > 0")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise UserError(f"grad_clip must be positive or null, got {self.grad_clip}")
 
@@ -87,15 +92,30 @@ class Metric:
 class Row:
     """A row of the table: its name, the config values that make it that row, and the paper's numbers.
 
+    Several rows may read different *views* of one training run (the student p and the rule-projected teacher q
+    of one distilled network): rows with the same ``run`` share their training, and a row with a ``view`` reads the
+    metrics named ``VIEW.METRIC``.
+
     Attributes:
         name: row label, as the paper writes it.
-        settings: config values this row fixes (they win over presets and ``--set``).
+        settings: config values this row's run fixes (they win over presets and ``--set``).
         paper: metric key → the paper's number for this row.
+        run: name of the training run (default: the row's name).
+        view: prefix of this row's metrics in the run's results (default: none).
     """
 
     name: str
     settings: dict[str, Any] = field(default_factory=dict)
     paper: dict[str, float] = field(default_factory=dict)
+    run: str = ""
+    view: str = ""
+
+    @property
+    def run_name(self) -> str:
+        return self.run or self.name
+
+    def metric_key(self, key: str) -> str:
+        return f"{self.view}.{key}" if self.view else key
 
 
 @dataclass(frozen=True)
@@ -121,6 +141,7 @@ class Experiment(ABC):
     paper: str
     table: str
     config_class: type[TrainConfig] = TrainConfig
+    needs_data: str = ""  # the data folder a run reads (--data-dir / KDGM_DATA_DIR), if any
     presets: dict[str, Preset]
     rows: tuple[Row, ...]
     metrics: tuple[Metric, ...]
@@ -157,6 +178,14 @@ class Experiment(ABC):
 
     def figures(self, config: TrainConfig, model: nn.Module, test: Any, folder: Path) -> list[Path]:
         """Write PNG figures of a trained model into ``folder``; return their paths."""
+        return []
+
+    def paper_numbers(self, config: TrainConfig) -> dict[str, dict[str, float]]:
+        """Row name → metric key → the paper's number, for this config (e.g. per data set)."""
+        return {row.name: dict(row.paper) for row in self.rows}
+
+    def report_sections(self, metrics: dict[str, Any]) -> list[str]:
+        """Extra Markdown lines for the report (e.g. paired differences between rows)."""
         return []
 
     def samples(self, model: nn.Module, n: int, generator: torch.Generator) -> Tensor:

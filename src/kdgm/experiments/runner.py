@@ -28,6 +28,7 @@ from kdgm import config as cfgmod
 from kdgm.data.loader import BatchLoader
 from kdgm.errors import UserError
 from kdgm.experiments.base import Experiment, Row, TrainConfig
+from kdgm.train.checkpoint import BEST, LAST, load_checkpoint
 from kdgm.train.fabric import configure_process, make_fabric
 from kdgm.train.loop import fit
 from kdgm.train.updater import PhasedUpdater, _unwrap
@@ -139,9 +140,12 @@ def train_one(fabric, experiment: Experiment, config: TrainConfig, seed: int, fo
     result = fit(
         fabric, updater, loader, max_steps=config.steps, folder=folder,
         evaluate=evaluate if config.eval_every else None, eval_every=config.eval_every,
-        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+        checkpoint_every=config.checkpoint_every, log_every=config.log_every, select=config.select,
         tensorboard=config.tensorboard, desc=desc, progress_bar=progress_bar,
     )
+    best = folder / "checkpoints" / BEST
+    if config.select and best.exists():  # model selection: evaluate the weights that did best on dev
+        _unwrap(raw).load_state_dict(load_checkpoint(best)["model"])
     raw.eval()
     with torch.no_grad():
         metrics = experiment.evaluate(config, raw, test, final=True)
@@ -152,20 +156,34 @@ def train_one(fabric, experiment: Experiment, config: TrainConfig, seed: int, fo
             "train_seconds": round(result.seconds, 2), "metrics": metrics}
 
 
+def training_runs(experiment: Experiment) -> dict[str, Row]:
+    """Each training run once, with the first row that names it (rows sharing a run read views of it)."""
+    runs: dict[str, Row] = {}
+    for row in experiment.rows:
+        first = runs.setdefault(row.run_name, row)
+        if first.settings != row.settings:
+            raise ValueError(f"rows {first.name!r} and {row.name!r} share run {row.run_name!r} but not its settings")
+    return runs
+
+
+def seed_folder(run_dir: Path, row: Row, seed: int) -> Path:
+    return run_dir / "rows" / slug(row.run_name) / f"seed{seed}"
+
+
 def _run_all(fabric, experiment: Experiment, config: TrainConfig, seeds: list[int], run_dir: Path,
              progress_bar: bool | None) -> None:
-    for row in experiment.rows:
+    for row in training_runs(experiment).values():
         cfg = row_config(experiment, config, row)
         for seed in seeds:
-            folder = run_dir / "rows" / slug(row.name) / f"seed{seed}"
+            folder = seed_folder(run_dir, row, seed)
             if (folder / RESULT).exists():
                 continue
-            figures_dir = run_dir / "figures" / slug(row.name) if seed == seeds[0] else None
+            figures_dir = run_dir / "figures" / slug(row.run_name) if seed == seeds[0] else None
             outcome = train_one(fabric, experiment, cfg, seed, folder, figures_dir=figures_dir,
-                                progress_bar=progress_bar, desc=f"{row.name} seed {seed}")
+                                progress_bar=progress_bar, desc=f"{row.run_name} seed {seed}")
             if fabric.global_rank == 0:
                 folder.mkdir(parents=True, exist_ok=True)
-                write_json(folder / RESULT, {"row": row.name, **outcome})
+                write_json(folder / RESULT, {"run": row.run_name, **outcome})
             fabric.barrier()
 
 
@@ -184,7 +202,6 @@ def run(request: RunRequest) -> Path:
 def load_trained_model(run_dir: Path, row_name: str | None = None, seed: int | None = None):
     """(experiment, row config, model) with the weights of a finished or checkpointed run."""
     from kdgm.experiments import EXPERIMENTS
-    from kdgm.train.checkpoint import LAST, load_checkpoint
 
     record = read_run_config(run_dir)
     experiment = EXPERIMENTS[record["experiment"]]
@@ -194,7 +211,7 @@ def load_trained_model(run_dir: Path, row_name: str | None = None, seed: int | N
         raise UserError(f"unknown row {row_name!r} (rows: {', '.join(rows)})")
     row = rows[row_name] if row_name is not None else experiment.rows[0]
     seed = record["seeds"][0] if seed is None else seed
-    ckpt = run_dir / "rows" / slug(row.name) / f"seed{seed}" / "checkpoints" / LAST
+    ckpt = seed_folder(run_dir, row, seed) / "checkpoints" / LAST
     if not ckpt.exists():
         raise UserError(f"no checkpoint for row {row.name!r} seed {seed} in {run_dir}; train it with kdgm run first")
     cfg = row_config(experiment, config, row)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kdgm.errors import UserError
-from kdgm.experiments.runner import RESULT, read_run_config, slug, write_json
+from kdgm.experiments.runner import RESULT, read_run_config, seed_folder, training_runs, write_json
 from kdgm.report.figures import plot_curves
 from kdgm.train.logs import read_csv
 
@@ -25,13 +25,16 @@ def collect(run_dir: Path) -> dict[str, Any]:
     """Aggregate every finished (row, seed) of ``run_dir`` into the ``metrics.json`` structure."""
     from kdgm.experiments import EXPERIMENTS
 
+    from kdgm import config as cfgmod
+
     record = read_run_config(run_dir)
     experiment = EXPERIMENTS[record["experiment"]]
+    paper = experiment.paper_numbers(cfgmod.from_dict(experiment.config_class, record["config"]))
     rows: dict[str, Any] = {}
     for row in experiment.rows:
         results = []
         for seed in record["seeds"]:
-            path = run_dir / "rows" / slug(row.name) / f"seed{seed}" / RESULT
+            path = seed_folder(run_dir, row, seed) / RESULT
             if path.exists():
                 try:
                     results.append(json.loads(path.read_text()))
@@ -39,12 +42,13 @@ def collect(run_dir: Path) -> dict[str, Any]:
                     raise UserError(f"{path} is corrupt ({err.msg}); delete it and run kdgm run --resume") from None
         rows[row.name] = {}
         for metric in experiment.metrics:
-            values = [r["metrics"][metric.key] for r in results if metric.key in r["metrics"]]
+            key = row.metric_key(metric.key)
+            values = [r["metrics"][key] for r in results if key in r["metrics"]]
             rows[row.name][metric.key] = {
                 "mean": statistics.fmean(values) if values else None,
                 "std": statistics.stdev(values) if len(values) > 1 else (0.0 if values else None),
                 "per_seed": values,
-                "paper": row.paper.get(metric.key),
+                "paper": paper[row.name].get(metric.key),
             }
     return {"experiment": experiment.name, "preset": record["preset"], "seeds": record["seeds"], "rows": rows}
 
@@ -58,15 +62,14 @@ def _cell(value: float | None, std: float | None, digits: int) -> str:
 def _curves(run_dir: Path, experiment, seed: int) -> list[Path]:
     """Training loss and evaluation curves of the first seed of every row."""
     train, evals = {}, {}
-    for row in experiment.rows:
-        folder = run_dir / "rows" / slug(row.name) / f"seed{seed}"
+    for name, row in training_runs(experiment).items():
+        folder = seed_folder(run_dir, row, seed)
         log = read_csv(folder / "train.csv")
         if "loss" in log:
-            train[row.name] = (log["step"], log["loss"])
+            train[name] = (log["step"], log["loss"])
         log = read_csv(folder / "eval.csv")
-        key = next((m.key for m in experiment.metrics if m.key in log), None)
-        if key is not None:
-            evals[f"{row.name} ({key})"] = (log["step"], log[key])
+        for key in (k for k in log if k != "step"):
+            evals[f"{name} ({key})"] = (log["step"], log[key])
     paths = []
     if train:
         paths.append(plot_curves(train, run_dir / "figures" / "training_loss.png", "training loss", experiment.name))
@@ -107,6 +110,7 @@ def render(run_dir: Path, metrics: dict[str, Any]) -> str:
     if preset is not None and preset.note:
         lines.append(f"- Preset `{record['preset']}`: {preset.note}.")
     lines += [f"- {line}" for line in experiment.differences(config)]
+    lines += experiment.report_sections(metrics)
     lines += ["", "## Per-seed results", ""]
     for row in experiment.rows:
         per_seed = ", ".join(

@@ -23,6 +23,7 @@ import torch
 from kdgm.errors import UserError
 
 LAST = "last.ckpt"
+BEST = "best.ckpt"
 
 
 def rng_state() -> dict[str, Any]:

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kdgm.data.loader import BatchLoader
-from kdgm.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from kdgm.train.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from kdgm.train.logs import RunLog
 from kdgm.train.updater import PhasedUpdater, Progress
 
@@ -52,6 +52,7 @@ def fit(
     eval_every: int = 0,
     checkpoint_every: int = 0,
     log_every: int = 50,
+    select: str = "",
     tensorboard: bool = True,
     desc: str = "train",
     progress_bar: bool | None = None,
@@ -66,6 +67,8 @@ def fit(
         folder: where logs and ``checkpoints/last.ckpt`` go; ``None`` trains without either.
         evaluate: called every ``eval_every`` steps and at the end; returns metrics to log.
         checkpoint_every: steps between checkpoints (0: only at the end).
+        select: an evaluation metric (higher is better); the weights that score best on it are saved as
+            ``checkpoints/best.ckpt`` (model selection on a dev set).
         log_every: steps between log rows (terms are averaged over them).
         progress_bar: show a tqdm bar; ``None`` shows it on an interactive terminal only.
     """
@@ -98,6 +101,14 @@ def fit(
         metrics = evaluate() if evaluate is not None else {}
         if log is not None and metrics:
             log.log("eval", step, metrics)
+        if select and ckpt_dir is not None and is_main:
+            if select not in metrics:
+                raise KeyError(f"select={select!r} is not among the evaluation metrics {sorted(metrics)}")
+            best = ckpt_dir / BEST
+            previous = load_checkpoint(best)["value"] if best.exists() else -math.inf
+            if metrics[select] > previous:
+                save_checkpoint({"step": step, "value": metrics[select], "model": updater.state_dict()["model"]},
+                                ckpt_dir, BEST)
         if metrics and show:
             bar.write(f"[{desc}] step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return metrics
