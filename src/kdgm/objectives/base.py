@@ -8,7 +8,7 @@ base objective instead of editing the model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import Tensor, nn
 
@@ -22,10 +22,13 @@ class LossOutput:
     Attributes:
         total: () scalar tensor; the training loop back-propagates it.
         terms: named () tensors (for example ``nelbo``, ``kl``); logged, never back-propagated.
+        outputs: the model's named outputs, for objectives that wrap this one (e.g. a structural penalty that reads
+            the amortized posterior the base objective computed) — no second forward pass.
     """
 
     total: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
+    outputs: Any = None
 
 
 class Objective(Protocol):
