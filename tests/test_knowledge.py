@@ -176,3 +176,16 @@ def test_learned_confidence_follows_the_data(rule_is_right):
         assert out.total.item() < start - 0.3 and lam > 3.0
     else:
         assert lam < 0.05 and out.total.item() <= start + 1e-3
+
+
+def test_semantic_loss_peer_matches_pylon():
+    from kdgm.experiments.sentiment_but import pylon_available, pylon_semantic_loss, semantic_loss
+
+    if not pylon_available():
+        pytest.skip("pylon-lib is not installed (pip install 'kdgm[text]')")
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 2, requires_grad=True), torch.randn(5, 2)
+    torch.testing.assert_close(pylon_semantic_loss(a, b), semantic_loss(a, b))
+    # by hand: −log(p₀q₀ + p₁q₁) summed
+    p, q = a.softmax(-1), b.softmax(-1)
+    torch.testing.assert_close(semantic_loss(a, b), -((p * q).sum(-1)).log().sum())

@@ -1,0 +1,100 @@
+"""A spatial transformer (Jaderberg et al. 2015) for attention windows, as in Attend-Infer-Repeat.
+
+AIR (Eslami et al. 2016) reads an object out of a scene through a square attention window and writes a decoded
+object back into the scene through the inverse transform; Xu et al. 2019 (section 4.2) place their structural
+constraints on the same window parameters. Everything here is batched ``affine_grid``/``grid_sample`` work, with
+no loop over images or objects.
+
+The ``z_where`` convention, shared by every function in this module and by :mod:`kdgm.models.air`:
+
+- ``z_where = (s, x, y)`` of shape ``(..., 3)``;
+- ``s`` is the window side divided by the image side (the window is square, as in AIR), so ``s = 1`` covers the
+  whole image and ``s = 0.4`` is a 20-pixel window on a 50-pixel image;
+- ``(x, y)`` is the window centre in normalised image coordinates, ``-1`` at the left (top) edge of the image and
+  ``+1`` at its right (bottom) edge; ``x`` grows to the right, ``y`` grows downwards, like pixel columns and rows.
+
+So the window spans ``[x - s, x + s] x [y - s, y + s]`` in normalised coordinates. Grids use
+``align_corners=False``: ``±1`` are the outer edges of the border pixels, which makes ``s`` exactly a ratio of
+sides in pixels and makes :func:`where_to_boxes` agree with the half-open pixel boxes of
+:class:`kdgm.data.batch.SceneBatch` (pixel column ``c`` covers ``[c, c + 1)``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+# (3, 6): theta = z_where @ _GLIMPSE_BASIS gives the flattened 2x3 matrix [[s, 0, x], [0, s, y]]
+_GLIMPSE_BASIS = torch.tensor(
+    [
+        [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],  # s on the diagonal
+        [0.0, 0.0, 1.0, 0.0, 0.0, 0.0],  # x translation
+        [0.0, 0.0, 0.0, 0.0, 0.0, 1.0],  # y translation
+    ]
+)
+
+MIN_WRITE_SCALE = 1e-3  # a sampled scale at or below 0 has no inverse; writing clamps it to this tiny window
+
+
+def _theta(z_where: Tensor) -> Tensor:
+    """(B, 2, 3) affine matrices mapping window coordinates to image coordinates for (B, 3) ``z_where``."""
+    basis = _GLIMPSE_BASIS.to(device=z_where.device, dtype=z_where.dtype)
+    return (z_where @ basis).view(-1, 2, 3)  # (B, 2, 3)
+
+
+def _inverse_where(z_where: Tensor) -> Tensor:
+    """(B, 3) parameters of the inverse map, image coordinates to window coordinates: ``(1/s, -x/s, -y/s)``."""
+    s = z_where[:, :1].clamp_min(MIN_WRITE_SCALE)  # (B, 1)
+    return torch.cat([torch.ones_like(s), -z_where[:, 1:]], dim=1) / s  # (B, 3)
+
+
+def glimpse(images: Tensor, z_where: Tensor, size: int) -> Tensor:
+    """Cut the window ``z_where`` out of each image and resample it to ``size x size`` pixels (bilinear).
+
+    Args:
+        images: (B, C, S, S) images.
+        z_where: (B, 3) windows ``(s, x, y)`` in the module's convention.
+        size: side of the returned glimpses in pixels.
+
+    Returns:
+        (B, C, size, size) glimpses; window parts outside the image read as zero.
+    """
+    b, c = images.shape[:2]
+    grid = F.affine_grid(_theta(z_where), [b, c, size, size], align_corners=False)  # (B, size, size, 2)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def write(objects: Tensor, z_where: Tensor, canvas: int) -> Tensor:
+    """Place each object into the window ``z_where`` of an empty ``canvas x canvas`` image (inverse of
+    :func:`glimpse`).
+
+    Args:
+        objects: (B, C, g, g) object appearances, filling their whole window.
+        z_where: (B, 3) windows ``(s, x, y)``; ``s`` is clamped to ``MIN_WRITE_SCALE`` because a sample at or below
+            zero (possible under a Gaussian ``z_where``) has no inverse transform.
+        canvas: side of the returned images in pixels.
+
+    Returns:
+        (B, C, canvas, canvas) images, zero outside the windows.
+    """
+    b, c = objects.shape[:2]
+    theta = _theta(_inverse_where(z_where))  # (B, 2, 3) image -> window coordinates
+    grid = F.affine_grid(theta, [b, c, canvas, canvas], align_corners=False)  # (B, canvas, canvas, 2)
+    return F.grid_sample(objects, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def where_to_boxes(z_where: Tensor, canvas: int) -> Tensor:
+    """Pixel boxes ``(x_min, y_min, x_max, y_max)`` of windows ``(..., 3)`` on a ``canvas``-pixel image.
+
+    Same convention as :class:`kdgm.data.batch.SceneBatch` boxes: continuous pixel coordinates with the image
+    spanning ``[0, canvas]``, so ``x_max - x_min = s * canvas`` is the window side in pixels.
+
+    Returns:
+        (..., 4) float boxes.
+    """
+    s, x, y = z_where.unbind(-1)  # (...) each
+    half = 0.5 * canvas
+    lo_x, hi_x = (x - s + 1) * half, (x + s + 1) * half
+    lo_y, hi_y = (y - s + 1) * half, (y + s + 1) * half
+    return torch.stack([lo_x, lo_y, hi_x, hi_y], dim=-1)  # (..., 4)
