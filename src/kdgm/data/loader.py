@@ -82,3 +82,12 @@ class BatchLoader:
         indices = self._indices()
         for i in range(first_batch, len(self)):
             yield self.dataset.batch(indices[i * self.batch_size : (i + 1) * self.batch_size])
+
+
+def endless(loader: BatchLoader) -> Iterator[Batch]:
+    """The loader's batches epoch after epoch (each epoch in its own seeded order)."""
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1

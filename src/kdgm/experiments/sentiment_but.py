@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from kdgm.data.embeddings import glove_available, pretrained_matrix
-from kdgm.data.loader import BatchLoader
+from kdgm.data.loader import BatchLoader, endless
 from kdgm.data.text import load_sentiment
 from kdgm.errors import UserError
 from kdgm.experiments.base import Experiment, Metric, Preset, Row, TrainConfig
@@ -52,6 +52,8 @@ class SentimentButConfig(TrainConfig):
         pi0, alpha: imitation schedule π_t = min(π₀, 1 − α^t).
         penalty_weight: weight of the soft-logic loss of the peer row.
         lambda_lr: learning rate of the φ-step on λ.
+        lambda_data: the sentences the φ-step learns λ on: ``dev`` (held out) or ``train``. On the training set the
+            student soon fits the labels better than any rule, so the teacher likelihood pushes λ toward 0.
         embeddings: glove (50-d GloVe 6B if installed, random otherwise) or random.
         train_examples: keep only this many training sentences (0: all), for smoke runs.
     """
@@ -65,6 +67,7 @@ class SentimentButConfig(TrainConfig):
     alpha: float = 0.95
     penalty_weight: float = 1.0
     lambda_lr: float = 0.01
+    lambda_data: Literal["dev", "train"] = "dev"
     embeddings: Literal["glove", "random"] = "glove"
     train_examples: int = 0
 
@@ -176,6 +179,8 @@ class SentimentBut(Experiment):
             f"Adam (lr {config.lr}) for {config.steps} steps of {config.batch_size} sentences, model selection on dev "
             "accuracy every {0} steps (Kim: Adadelta, 25 epochs).".format(config.eval_every),
             f"C = {config.C}, λ = {config.confidence}, π_t = min({config.pi0}, 1 − {config.alpha}^t) with t in epochs.",
+            f"Learned λ: Adam (lr {config.lambda_lr}) on the teacher's log-likelihood of the {config.lambda_data} labels, "
+            "one step after every student step.",
         ]
         if config.dataset != "sst2":
             lines.append(f"Seeds cycle through the first {config.folds} folds of a 10-fold split (the papers: 10-fold CV).")
@@ -189,7 +194,7 @@ class SentimentBut(Experiment):
     def data(self, config: SentimentButConfig):
         fold = 0
         splits = load_sentiment(config.dataset, config.data_dir, fold=fold, n_folds=10, seed=0)
-        self._vocab = splits.vocab
+        self._vocab, self._dev = splits.vocab, splits.dev
         train = splits.train
         if config.train_examples:
             train = _subset(train, config.train_examples)
@@ -222,7 +227,12 @@ class SentimentBut(Experiment):
         }[config.method]
         phases = [Phase("main", objective, optimizer, schedule(optimizer, config), grad_clip=config.grad_clip)]
         if config.method == "learned":
-            phases.append(Phase("lambda", TeacherLikelihood(rules), torch.optim.Adam(rules.parameters(), lr=config.lambda_lr)))
+            batches = None
+            if config.lambda_data == "dev":
+                loader = BatchLoader(self._dev, config.batch_size, seed=int(torch.initial_seed() % 2**31))
+                batches = endless(loader)
+            optimizer = torch.optim.Adam(rules.parameters(), lr=config.lambda_lr)
+            phases.append(Phase("lambda", TeacherLikelihood(rules), optimizer, batches=batches))
         return phases
 
     def evaluate(self, config: SentimentButConfig, model: nn.Module, splits: _Splits, final: bool) -> dict[str, float]:

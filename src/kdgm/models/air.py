@@ -64,7 +64,7 @@ class GuideState(NamedTuple):
     conditionals they were drawn from. Step ``t`` reads step ``t-1``'s state.
 
     Attributes:
-        h, c: (B, H) LSTM memory.
+        h, c: (B, H) LSTM memory (``None`` before the first step: the zero state).
         z_pres: (B,) sampled presence, already multiplied by the previous step's (prefix of ones).
         z_where: (B, 3) sampled window ``(s, x, y)``.
         z_what: (B, D) sampled appearance.
@@ -74,8 +74,8 @@ class GuideState(NamedTuple):
         baseline: (B,) the learned baseline's prediction of the centred reward for ``z_pres_t``.
     """
 
-    h: Tensor
-    c: Tensor
+    h: Tensor | None
+    c: Tensor | None
     z_pres: Tensor
     z_where: Tensor
     z_what: Tensor
@@ -191,6 +191,42 @@ def _where_raw(loc: tuple[float, float, float], scale: tuple[float, float, float
     ]
 
 
+class _StepLSTM(nn.Module):
+    """An LSTM cell whose input is split into a part fixed over the steps and a part that changes every step.
+
+    ``gates = base + W_step · step_input + W_hh · h``, where ``base`` (the projection of the fixed part, bias
+    included) is computed once per sequence with :meth:`base`. For AIR's guide the fixed part is the image
+    features, so projecting them once instead of at every step saves about a third of the LSTM's work; the
+    recurrent product is skipped at the first step, where ``h = 0``.
+    """
+
+    def __init__(self, fixed_dim: int, step_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.fixed = nn.Linear(fixed_dim, 4 * hidden) if fixed_dim else None
+        self.bias = None if fixed_dim else nn.Parameter(torch.zeros(4 * hidden))
+        self.step = nn.Linear(step_dim, 4 * hidden, bias=False)
+        self.recurrent = nn.Linear(hidden, 4 * hidden, bias=False)
+
+    def base(self, fixed: Tensor | None, batch: int) -> Tensor:
+        """(B, 4H) gate contribution of the fixed input (or of the bias alone when there is none)."""
+        if self.fixed is None:
+            return self.bias.expand(batch, -1)
+        return self.fixed(fixed)
+
+    def forward(self, base: Tensor, step_input: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, Tensor]:
+        """New ``(h, c)``, each (B, H); ``state=None`` is the zero state."""
+        gates = base + self.step(step_input)  # (B, 4H)
+        if state is not None:
+            gates = gates + self.recurrent(state[0])
+        i, f, g, o = gates.chunk(4, dim=-1)  # (B, H) each
+        c = torch.sigmoid(i) * torch.tanh(g)
+        if state is not None:
+            c = c + torch.sigmoid(f) * state[1]
+        h = torch.sigmoid(o) * torch.tanh(c)
+        return h, c
+
+
 class AIR(nn.Module):
     """Attend-Infer-Repeat with a fixed (AIR) or learned LSTM (AIR-pPrior, Xu et al. 2019 Eq. 4) prior.
 
@@ -254,7 +290,7 @@ class AIR(nn.Module):
 
         # guide: image features once, an LSTM over the steps, a head for z_pres and z_where, a glimpse encoder
         self.embed = mlp((image_size * image_size, embed_dim), nn.ReLU, final_activation=True)
-        self.guide_rnn = nn.LSTMCell(embed_dim + 1 + 3 + z_what_dim, hidden)
+        self.guide_rnn = _StepLSTM(embed_dim, 1 + 3 + z_what_dim, hidden)
         self.guide_head = nn.Linear(hidden, 1 + 6)
         self.encoder = mlp((glimpse_size * glimpse_size, *encoder_hidden, 2 * z_what_dim), nn.ReLU)
         self.decoder = mlp((z_what_dim, *decoder_hidden, glimpse_size * glimpse_size), nn.ReLU)
@@ -266,7 +302,7 @@ class AIR(nn.Module):
         pres_logit = math.log(pres_prior / (1 - pres_prior))
         where_raw = _where_raw(where_prior_loc, where_prior_scale)
         if prior == "learned":
-            self.prior_rnn = nn.LSTMCell(1 + 3, hidden)
+            self.prior_rnn = _StepLSTM(0, 1 + 3, hidden)
             self.prior_head = nn.Linear(hidden, 1 + 6)
             with torch.no_grad():
                 # start at the fixed prior: small weights, biases at its parameters (the weights stay non-zero so
@@ -288,22 +324,24 @@ class AIR(nn.Module):
         b = x.shape[0]
         zeros = x.new_zeros
         return GuideState(
-            h=zeros(b, self.hidden), c=zeros(b, self.hidden), z_pres=x.new_ones(b), z_where=zeros(b, 3),
+            h=None, c=None, z_pres=x.new_ones(b), z_where=zeros(b, 3),
             z_what=zeros(b, self.z_what_dim), pres_logit=zeros(b), where_loc=zeros(b, 3), where_scale=zeros(b, 3),
             what_loc=zeros(b, self.z_what_dim), what_scale=zeros(b, self.z_what_dim), baseline=zeros(b),
         )
 
-    def guide_step(self, x: Tensor, features: Tensor, prev: GuideState) -> GuideState:
+    def guide_step(self, x: Tensor, image_gates: Tensor, prev: GuideState) -> GuideState:
         """One step of the inference model (Eq. 5): sample ``z_pres_t``, ``z_where_t``, ``z_what_t``.
 
         Args:
             x: (B, 1, S, S) images (the glimpse is cut from them).
-            features: (B, E) image features, shared by all steps.
+            image_gates: (B, 4H) the guide LSTM's gate input from the image features, shared by all steps
+                (``self.guide_rnn.base(self.embed(x.flatten(1)))``).
             prev: the state after step ``t-1``.
         """
         keep = prev.z_pres.unsqueeze(-1)  # (B, 1) absent objects feed zeros, not their unused samples
-        inputs = torch.cat([features, keep, prev.z_where * keep, prev.z_what * keep], dim=-1)  # (B, E+1+3+D)
-        h, c = self.guide_rnn(inputs, (prev.h, prev.c))  # (B, H) each
+        inputs = torch.cat([keep, prev.z_where * keep, prev.z_what * keep], dim=-1)  # (B, 1+3+D)
+        state = None if prev.h is None else (prev.h, prev.c)
+        h, c = self.guide_rnn(image_gates, inputs, state)  # (B, H) each
         raw = self.guide_head(h)  # (B, 7)
         pres_logit = raw[:, 0]  # (B,)
         where_loc, where_scale = _where_params(raw[:, 1:])  # (B, 3) each
@@ -335,7 +373,7 @@ class AIR(nn.Module):
         keep = z_pres.unsqueeze(-1)  # (B, 1)
         inputs = torch.cat([keep, z_where * keep], dim=-1)  # (B, 4) the spatial part of z^{t-1} only
         state = None if prev is None else (prev.h, prev.c)
-        h, c = self.prior_rnn(inputs, state)  # (B, H) each
+        h, c = self.prior_rnn(self.prior_rnn.base(None, b), inputs, state)  # (B, H) each
         raw = self.prior_head(h)  # (B, 7)
         where_loc, where_scale = _where_params(raw[:, 1:])
         return PriorState(h, c, raw[:, 0], where_loc, where_scale)
@@ -373,13 +411,13 @@ class AIR(nn.Module):
 
     def forward(self, x: Tensor) -> AIROutput:
         """Run the guide for ``T`` steps, score every step under the prior along the same trajectory, decode."""
-        features = self.embed(x.flatten(1))  # (B, E)
+        image_gates = self.guide_rnn.base(self.embed(x.flatten(1)), x.shape[0])  # (B, 4H) once for all steps
         guide = self.initial_guide_state(x)
         prior: PriorState | None = None
         guides, priors = [], []
         for _ in range(self.max_steps):
             prior = self.prior_step(prior, guide.z_pres, guide.z_where)  # p(z_t | z^{<t}) reads the guide's samples
-            guide = self.guide_step(x, features, guide)
+            guide = self.guide_step(x, image_gates, guide)
             guides.append(guide)
             priors.append(prior)
         stack = lambda name, states: torch.stack([getattr(s, name) for s in states])  # noqa: E731

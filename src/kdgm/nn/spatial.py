@@ -43,12 +43,6 @@ def _theta(z_where: Tensor) -> Tensor:
     return (z_where @ basis).view(-1, 2, 3)  # (B, 2, 3)
 
 
-def _inverse_where(z_where: Tensor) -> Tensor:
-    """(B, 3) parameters of the inverse map, image coordinates to window coordinates: ``(1/s, -x/s, -y/s)``."""
-    s = z_where[:, :1].clamp_min(MIN_WRITE_SCALE)  # (B, 1)
-    return torch.cat([torch.ones_like(s), -z_where[:, 1:]], dim=1) / s  # (B, 3)
-
-
 def glimpse(images: Tensor, z_where: Tensor, size: int) -> Tensor:
     """Cut the window ``z_where`` out of each image and resample it to ``size x size`` pixels (bilinear).
 
@@ -65,9 +59,34 @@ def glimpse(images: Tensor, z_where: Tensor, size: int) -> Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def _hat(u: Tensor, n: int, transposed: bool = False) -> Tensor:
+    """Linear-interpolation weights ``max(0, 1 - |u_k - j|)`` of source pixels ``j < n`` at coordinates ``u``.
+
+    Args:
+        u: (B, K) continuous source pixel coordinates (pixel centres at integers).
+        n: number of source pixels.
+        transposed: lay the weights out as (B, n, K) instead of (B, K, n), built that way rather than transposed
+            afterwards so that the matrix products read contiguous memory.
+
+    Returns:
+        (B, K, n) or (B, n, K) weights; a coordinate outside the source only gets weight from the border pixel it
+        overlaps, so the outside reads as zero (``padding_mode="zeros"``).
+    """
+    j = torch.arange(n, device=u.device, dtype=u.dtype)
+    diff = u.unsqueeze(1) - j.view(1, n, 1) if transposed else u.unsqueeze(-1) - j
+    return F.relu(1.0 - diff.abs())
+
+
 def write(objects: Tensor, z_where: Tensor, canvas: int) -> Tensor:
     """Place each object into the window ``z_where`` of an empty ``canvas x canvas`` image (inverse of
     :func:`glimpse`).
+
+    The result equals ``grid_sample(objects, affine_grid(inverse(z_where)), align_corners=False)`` (bilinear, zero
+    padding), but computed separably: a scale-and-shift window has no rotation, so bilinear resampling factorises
+    into a row interpolation matrix ``R_y`` (canvas x g) and a column one ``R_x``, and
+    ``out = R_y @ object @ R_x^T`` is two small batched matrix products. On 2 CPU cores this is ~2.5x faster than
+    ``grid_sample`` forward and backward for AIR's (T·B, 1, 20, 20) -> (T·B, 1, 50, 50) writes, whose cost is
+    mostly the canvas outside the windows.
 
     Args:
         objects: (B, C, g, g) object appearances, filling their whole window.
@@ -78,10 +97,19 @@ def write(objects: Tensor, z_where: Tensor, canvas: int) -> Tensor:
     Returns:
         (B, C, canvas, canvas) images, zero outside the windows.
     """
-    b, c = objects.shape[:2]
-    theta = _theta(_inverse_where(z_where))  # (B, 2, 3) image -> window coordinates
-    grid = F.affine_grid(theta, [b, c, canvas, canvas], align_corners=False)  # (B, canvas, canvas, 2)
-    return F.grid_sample(objects, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    b, c, g = objects.shape[:3]
+    s = z_where[:, :1].clamp_min(MIN_WRITE_SCALE).unsqueeze(-1)  # (B, 1, 1)
+    centre = z_where[:, 1:].unsqueeze(-1)  # (B, 2, 1) x then y
+    # canvas pixel i has normalised centre p_i = (2i + 1)/canvas - 1; the inverse window maps it to
+    # q = (p - centre)/s, which is object pixel coordinate ((q + 1) g - 1)/2 (align_corners=False)
+    p = (torch.arange(canvas, device=z_where.device, dtype=z_where.dtype) * 2 + 1) / canvas - 1  # (canvas,)
+    u = ((p - centre) / s + 1) * (g / 2) - 0.5  # (B, 2, canvas)
+    rows = _hat(u[:, 1], g)  # (B, canvas, g)
+    cols_t = _hat(u[:, 0], g, transposed=True)  # (B, g, canvas)
+    if c > 1:  # every channel of an object shares its window
+        rows, cols_t = rows.repeat_interleave(c, dim=0), cols_t.repeat_interleave(c, dim=0)
+    out = torch.bmm(torch.bmm(rows, objects.reshape(b * c, g, g)), cols_t)  # (B*C, canvas, canvas)
+    return out.view(b, c, canvas, canvas)
 
 
 def where_to_boxes(z_where: Tensor, canvas: int) -> Tensor:

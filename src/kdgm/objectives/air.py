@@ -54,16 +54,21 @@ class AIRELBO:
         obj_suffix = kl_obj.flip(0).cumsum(0).flip(0)  # (T, B)
         pres_suffix = out.kl_pres.flip(0).cumsum(0).flip(0) - out.kl_pres  # (T, B)
         reward = (out.log_lik.unsqueeze(0) - obj_suffix - pres_suffix).detach()  # (T, B)
+        active = torch.cat([torch.ones_like(out.z_pres[:1]), out.z_pres[:-1]])  # (T, B) z_pres_t was sampled
+        update = model.training and torch.is_grad_enabled()
+        first = update and int(model.reward_updates) == 0
+        if first:
+            # start the running mean at the first batch's mean: an average from 0 would be hundreds of nats off
+            self._update_running_mean(model, reward, active)
         centred = reward - model.reward_mean.unsqueeze(-1)  # (T, B)
         signal = (centred - out.baseline).detach()  # (T, B)
         surrogate = (signal * out.log_q_pres).sum(0)  # (B,) zero where z_pres_t was fixed by an earlier 0
 
         # only steps whose z_pres was actually sampled (z_pres_{t-1} = 1) train the baselines
-        active = torch.cat([torch.ones_like(out.z_pres[:1]), out.z_pres[:-1]])  # (T, B)
         baseline_mse = ((out.baseline - centred).pow(2) * active).sum(0)  # (B,)
 
         total = -(elbo + surrogate).mean() + self.baseline_weight * baseline_mse.mean()
-        if model.training and torch.is_grad_enabled():
+        if update and not first:
             self._update_running_mean(model, reward, active)
         terms = {
             "nelbo": -elbo.mean().detach(),
@@ -78,7 +83,6 @@ class AIRELBO:
     def _update_running_mean(self, model: nn.Module, reward: torch.Tensor, active: torch.Tensor) -> None:
         n = active.sum(1)  # (T,) images whose z_pres_t was sampled
         batch_mean = (reward * active).sum(1) / n.clamp_min(1)  # (T,)
-        # the first update takes the batch mean as is (an EMA from 0 would start hundreds of nats off)
         momentum = self.momentum if int(model.reward_updates) > 0 else 0.0
         updated = momentum * model.reward_mean + (1 - momentum) * batch_mean
         model.reward_mean.copy_(torch.where(n > 0, updated, model.reward_mean))

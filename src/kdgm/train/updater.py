@@ -13,7 +13,7 @@ optionally its own parameters, schedule and number of repeats), run in order on 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +49,8 @@ class Phase:
         scheduler: an optional learning-rate scheduler stepped after every optimizer step.
         repeats: optimizer steps of this phase per batch (e.g. 5 critic steps per generator step).
         grad_clip: clip the gradient norm of this phase's parameters to this value.
+        batches: an endless iterator of batches this phase trains on instead of the loop's batch (e.g. held-out
+            data for learning rule confidences, which the training labels would drive toward zero).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Phase:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     repeats: int = 1
     grad_clip: float | None = None
+    batches: Iterator[Batch] | None = None
     _params: list[Tensor] = field(default_factory=list, repr=False)
 
 
@@ -93,7 +96,8 @@ class PhasedUpdater:
             if hasattr(phase.objective, "progress"):
                 phase.objective.progress = progress
             for _ in range(phase.repeats):
-                out = phase.objective(self.model, batch)
+                data = batch if phase.batches is None else next(phase.batches).to(self.fabric.device)
+                out = phase.objective(self.model, data)
                 phase.optimizer.zero_grad(set_to_none=True)
                 self.fabric.backward(out.total)
                 if phase.grad_clip:
