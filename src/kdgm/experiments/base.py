@@ -180,6 +180,10 @@ class Experiment(ABC):
         """Write PNG figures of a trained model into ``folder``; return their paths."""
         return []
 
+    def row_active(self, row: Row, config: TrainConfig) -> bool:
+        """Whether this config trains the row (a quick preset may run one setting of a table)."""
+        return True
+
     def paper_numbers(self, config: TrainConfig) -> dict[str, dict[str, float]]:
         """Row name → metric key → the paper's number, for this config (e.g. per data set)."""
         return {row.name: dict(row.paper) for row in self.rows}

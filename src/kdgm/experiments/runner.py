@@ -156,10 +156,13 @@ def train_one(fabric, experiment: Experiment, config: TrainConfig, seed: int, fo
             "train_seconds": round(result.seconds, 2), "metrics": metrics}
 
 
-def training_runs(experiment: Experiment) -> dict[str, Row]:
-    """Each training run once, with the first row that names it (rows sharing a run read views of it)."""
+def training_runs(experiment: Experiment, config: TrainConfig | None = None) -> dict[str, Row]:
+    """Each training run once, with the first row that names it (rows sharing a run read views of it); with a
+    config, only the runs of the rows it makes active."""
     runs: dict[str, Row] = {}
     for row in experiment.rows:
+        if config is not None and not experiment.row_active(row, config):
+            continue
         first = runs.setdefault(row.run_name, row)
         if first.settings != row.settings:
             raise ValueError(f"rows {first.name!r} and {row.name!r} share run {row.run_name!r} but not its settings")
@@ -172,7 +175,7 @@ def seed_folder(run_dir: Path, row: Row, seed: int) -> Path:
 
 def _run_all(fabric, experiment: Experiment, config: TrainConfig, seeds: list[int], run_dir: Path,
              progress_bar: bool | None) -> None:
-    for row in training_runs(experiment).values():
+    for row in training_runs(experiment, config).values():
         cfg = row_config(experiment, config, row)
         for seed in seeds:
             folder = seed_folder(run_dir, row, seed)

@@ -46,6 +46,7 @@ class SentimentButConfig(TrainConfig):
 
     Attributes:
         method: base | distill | learned | penalty (fixed by each row's run).
+        methods: the runs to train (rows of the other runs are left out), e.g. ``[base, distill]`` for an ablation.
         dataset: sst2 | mr | cr.
         folds: for MR/CR, the number of folds of the 10-fold split the seeds cycle through.
         C: projection strength (Hu et al.: 6). confidence: λ of the rule (Hu et al.: 1).
@@ -59,6 +60,7 @@ class SentimentButConfig(TrainConfig):
     """
 
     method: Literal["base", "distill", "learned", "penalty"] = "base"
+    methods: tuple[str, ...] = ("base", "distill", "learned", "penalty")
     dataset: Literal["sst2", "mr", "cr"] = "sst2"
     folds: int = 10
     C: float = 6.0
@@ -75,6 +77,9 @@ class SentimentButConfig(TrainConfig):
         super().validate()
         if not 1 <= self.folds <= 10:
             raise UserError(f"folds must be between 1 and 10, got {self.folds}")
+        unknown = set(self.methods) - {"base", "distill", "learned", "penalty"}
+        if unknown or not self.methods:
+            raise UserError(f"methods must be a non-empty subset of base, distill, learned, penalty; got {list(self.methods)}")
         if self.C <= 0 or self.confidence <= 0:
             raise UserError(f"C and confidence must be positive, got C={self.C}, confidence={self.confidence}")
 
@@ -164,6 +169,9 @@ class SentimentBut(Experiment):
         Metric("acc", "test accuracy (%)", lower_is_better=False, digits=1),
         Metric("but_acc", "accuracy on 'but' sentences (%)", lower_is_better=False, digits=1),
     )
+
+    def row_active(self, row: Row, config: SentimentButConfig) -> bool:
+        return row.settings["method"] in config.methods
 
     def paper_numbers(self, config: SentimentButConfig) -> dict[str, dict[str, float]]:
         numbers = PAPER[config.dataset]
@@ -260,6 +268,8 @@ class SentimentBut(Experiment):
         pairs = [("CNN-Rule-q", "CNN (Kim 2014)"), ("CNN-Rule-p", "CNN (Kim 2014)"),
                  ("CNN + rule at test only", "CNN (Kim 2014)"), ("CNN-Rule-q, learned λ", "CNN (Kim 2014)")]
         for a, b in pairs:
+            if a not in rows or b not in rows:
+                continue
             cells = []
             for key in ("acc", "but_acc"):
                 x, y = rows[a][key]["per_seed"], rows[b][key]["per_seed"]

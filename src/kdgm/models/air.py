@@ -32,7 +32,11 @@ Choices not fixed by the papers:
   ``[BERNOULLI_EPS, 1 - BERNOULLI_EPS]`` so that it is a probability and ``log p`` stays finite where no object
   covers an inked pixel; with ``likelihood="gaussian"`` (fixed ``sigma``) the sum is the mean, unclamped;
 - the guide's window mean goes through ``sigmoid`` for ``s`` and ``tanh`` for ``(x, y)`` (windows of positive
-  size centred on the image); the sample itself is Gaussian, so the KL to the Gaussian prior is analytic.
+  size centred on the image); the sample itself is Gaussian, so the KL to the Gaussian prior is analytic;
+- fixed prior defaults: ``p(z_pres_t = 1) = 0.5`` (pyro's AIR default; Eslami et al. anneal it towards 1e-5),
+  ``z_where ~ N((0.4, 0, 0), diag(0.1, 1, 1)²)`` (digit-sized windows anywhere in the image);
+- the learned baseline for the score-function estimator is a small MLP on the detached guide LSTM state, its output
+  scaled to nats by ``baseline_scale``; the running-mean baseline is the buffer ``reward_mean`` (one per step).
 
 The steps are functions returning named state, as in pyro's ``examples/air/air.py`` (``prior_step`` /
 ``guide_step``): ``forward`` runs the guide and the prior along the same sampled trajectory, so the objective and
@@ -240,6 +244,9 @@ class AIR(nn.Module):
         encoder_hidden: glimpse encoder widths (section 6: 512 and 256).
         decoder_hidden: object decoder widths (the mirror: 256 and 512).
         baseline_hidden: width of the learned baseline's hidden layer.
+        baseline_scale: nats per unit of the baseline network's output. Rewards vary by hundreds of nats between
+            images; an output layer with Adam moves by about the learning rate per step, so without this factor the
+            baseline would need ~10^5 steps to reach the scale of what it predicts.
         prior: ``"fixed"`` (AIR) or ``"learned"`` (AIR-pPrior).
         likelihood: ``"bernoulli"`` (soft targets in [0, 1]) or ``"gaussian"`` with standard deviation ``sigma``.
         sigma: pixel standard deviation of the Gaussian likelihood.
@@ -259,6 +266,7 @@ class AIR(nn.Module):
         encoder_hidden: tuple[int, ...] = (512, 256),
         decoder_hidden: tuple[int, ...] = (256, 512),
         baseline_hidden: int = 64,
+        baseline_scale: float = 100.0,
         prior: str = "fixed",
         likelihood: str = "bernoulli",
         sigma: float = 0.3,
@@ -287,6 +295,7 @@ class AIR(nn.Module):
         self.prior = prior
         self.likelihood = likelihood
         self.sigma = sigma
+        self.baseline_scale = baseline_scale
 
         # guide: image features once, an LSTM over the steps, a head for z_pres and z_where, a glimpse encoder
         self.embed = mlp((image_size * image_size, embed_dim), nn.ReLU, final_activation=True)
@@ -352,7 +361,8 @@ class AIR(nn.Module):
         what_loc, what_raw = self.encoder(patch.flatten(1)).chunk(2, dim=-1)  # (B, D) each
         what_scale = F.softplus(what_raw) + MIN_STD
         z_what = what_loc + what_scale * torch.randn_like(what_loc)  # (B, D)
-        baseline = self.baseline_net(h.detach()).squeeze(-1)  # (B,) detached: the baseline must not shape the guide
+        # (B,) from the detached state: the baseline must not shape the guide
+        baseline = self.baseline_scale * self.baseline_net(h.detach()).squeeze(-1)
         return GuideState(h, c, z_pres, z_where, z_what, pres_logit, where_loc, where_scale, what_loc, what_scale,
                           baseline)
 

@@ -27,9 +27,10 @@ from kdgm.objectives.base import LossOutput
 class AIRELBO:
     """Negative ELBO of :class:`kdgm.models.air.AIR` (mean over the batch) plus the score-function surrogate.
 
-    The returned ``total`` is ``−(ELBO + Σ_t sg(r_t − m_t − b_t) · log q(z_pres_t)) + MSE(b_t, sg(r_t − m_t))``
-    averaged over the batch, where ``sg`` stops gradients, ``m_t`` is the running mean (``model.reward_mean``)
-    and ``b_t`` the learned baseline (``out.baseline``). Its value is not the nELBO; ``terms["nelbo"]`` is.
+    The returned ``total``, averaged over the batch, is
+    ``−(ELBO + Σ_t sg(r_t − m_t − b_t) · log q(z_pres_t)) + MSE(b_t, sg(r_t − m_t))``, where ``sg`` stops
+    gradients, ``m_t`` is the running mean (``model.reward_mean``) and ``b_t`` the learned baseline
+    (``out.baseline``). Its value is not the nELBO; ``terms["nelbo"]`` is.
 
     Args:
         momentum: decay of the running mean of the reward (``m ← momentum · m + (1 − momentum) · mean(r)``),

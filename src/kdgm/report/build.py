@@ -29,9 +29,12 @@ def collect(run_dir: Path) -> dict[str, Any]:
 
     record = read_run_config(run_dir)
     experiment = EXPERIMENTS[record["experiment"]]
-    paper = experiment.paper_numbers(cfgmod.from_dict(experiment.config_class, record["config"]))
+    config = cfgmod.from_dict(experiment.config_class, record["config"])
+    paper = experiment.paper_numbers(config)
     rows: dict[str, Any] = {}
     for row in experiment.rows:
+        if not experiment.row_active(row, config):
+            continue
         results = []
         for seed in record["seeds"]:
             path = seed_folder(run_dir, row, seed) / RESULT
@@ -61,8 +64,11 @@ def _cell(value: float | None, std: float | None, digits: int) -> str:
 
 def _curves(run_dir: Path, experiment, seed: int) -> list[Path]:
     """Training loss and evaluation curves of the first seed of every row."""
+    from kdgm import config as cfgmod
+
+    config = cfgmod.from_dict(experiment.config_class, read_run_config(run_dir)["config"])
     train, evals = {}, {}
-    for name, row in training_runs(experiment).items():
+    for name, row in training_runs(experiment, config).items():
         folder = seed_folder(run_dir, row, seed)
         log = read_csv(folder / "train.csv")
         if "loss" in log:
@@ -98,14 +104,19 @@ def render(run_dir: Path, metrics: dict[str, Any]) -> str:
     header = ["Row"] + [f"{m.label} {'↓' if m.lower_is_better else '↑'} ours | paper" for m in experiment.metrics]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in experiment.rows:
+        if row.name not in metrics["rows"]:
+            continue
         cells = [row.name]
         for metric in experiment.metrics:
             entry = metrics["rows"][row.name][metric.key]
             n = len(entry["per_seed"])
-            ours = _cell(entry["mean"], entry["std"], metric.digits) + (f" (n={n})" if n != len(seeds) else "")
+            ours = _cell(entry["mean"], entry["std"], metric.digits) + (f" (n={n})" if 0 < n != len(seeds) else "")
             paper = "—" if entry["paper"] is None else f"{entry['paper']:.{metric.digits}f}"
             cells.append(f"{ours} \\| {paper}")
         lines.append("| " + " | ".join(cells) + " |")
+    skipped = [row.name for row in experiment.rows if row.name not in metrics["rows"]]
+    if skipped:
+        lines += ["", f"Not run at this preset: {', '.join(skipped)}."]
     lines += ["", "## What differs from the paper's set-up", ""]
     if preset is not None and preset.note:
         lines.append(f"- Preset `{record['preset']}`: {preset.note}.")
@@ -113,6 +124,8 @@ def render(run_dir: Path, metrics: dict[str, Any]) -> str:
     lines += experiment.report_sections(metrics)
     lines += ["", "## Per-seed results", ""]
     for row in experiment.rows:
+        if row.name not in metrics["rows"]:
+            continue
         per_seed = ", ".join(
             f"{m.key}=[{', '.join(f'{v:.{m.digits}f}' for v in metrics['rows'][row.name][m.key]['per_seed'])}]"
             for m in experiment.metrics
