@@ -24,7 +24,11 @@ def test_objective_is_a_finite_scalar_with_finite_terms(spec):
 
 def _outputs(spec, model, batch):
     """A tensor that depends on every input and parameter: log-weights or logits."""
-    return model(batch.x, k=2).log_weight if spec.kind == "latent" else model(*batch.inputs())
+    if spec.kind == "latent":
+        return model(batch.x, k=2).log_weight
+    if spec.kind == "scene":
+        return model(batch.x).canvas
+    return model(*batch.inputs())
 
 
 def test_forward_shapes(spec):
@@ -35,6 +39,11 @@ def test_forward_shapes(spec):
         assert out.log_weight.shape == (3, b)
         assert out.kl.shape == (b,)
         assert out.logits.shape == (3, *batch.x.shape)
+    elif spec.kind == "scene":
+        out = model(batch.x)
+        t = out.z_pres.shape[0]
+        assert out.z_pres.shape == (t, b) and out.z_where.shape == (t, b, 3)
+        assert out.canvas.shape == batch.x.shape and out.log_lik.shape == (b,) and out.kl.shape == (b,)
     else:
         logits = model(*batch.inputs())
         assert logits.shape == (b, 2)

@@ -1,10 +1,11 @@
 """Experiments: one module per reproduced table, registered by name for ``kdgm list`` and ``kdgm run``."""
 
+from kdgm.experiments.asr import ASRCount, ASROverlap
 from kdgm.experiments.base import Experiment
 from kdgm.experiments.sentiment_but import SentimentBut
 from kdgm.experiments.vae_mnist import VAEMnist
 from kdgm.registry import Registry
 
 EXPERIMENTS: Registry[Experiment] = Registry("experiment")
-for _experiment in (VAEMnist(), SentimentBut()):
+for _experiment in (VAEMnist(), SentimentBut(), ASRCount(), ASROverlap()):
     EXPERIMENTS.register(_experiment.name, _experiment)

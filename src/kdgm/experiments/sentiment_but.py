@@ -224,7 +224,7 @@ class SentimentBut(Experiment):
     def phases(self, config: SentimentButConfig, model: nn.Module) -> list[Phase]:
         rules = model.rules
         net_params = [p for name, p in model.named_parameters() if not name.startswith("rules.")]
-        optimizer = torch.optim.Adam(net_params, lr=config.lr)
+        optimizer = adam(net_params, config)
         optimizer.register_step_post_hook(max_norm_hook(model))
         schedule_ = ImitationSchedule(config.pi0, config.alpha)
         objective = {

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from kdgm.objectives.base import LossOutput, Objective
+from kdgm.nn.spatial import where_to_boxes, where_to_pixels  # noqa: F401  (re-exported)
 
 Functional = Callable[[Any, Any], Tensor]  # F(outputs, batch) -> () scalar, the expectation over the batch
 
@@ -200,25 +201,6 @@ def count_functionals(allowed: Sequence[int]) -> dict[str, Functional]:
 
 
 # --- overlap (section 4.2) -----------------------------------------------------------------------------------------
-
-
-def where_to_pixels(z_where: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
-    """AIR's ``z_where = (s, x, y)`` (..., 3) in pixels of a ``size`` x ``size`` image.
-
-    Returns:
-        centre_x, centre_y, side, each (...): ``centre = (coordinate + 1) / 2 · size`` (0 at the left/top edge),
-        ``side = s · size``.
-    """
-    s, x, y = z_where.unbind(-1)
-    return (x + 1) / 2 * size, (y + 1) / 2 * size, s * size
-
-
-def where_to_boxes(z_where: Tensor, size: int) -> Tensor:
-    """(..., 4) pixel boxes ``(x_min, y_min, x_max, y_max)`` of the square glimpses ``z_where`` (..., 3), in the
-    convention of the ground truth of ``kdgm.data.scenes`` (width = x_max − x_min)."""
-    cx, cy, side = where_to_pixels(z_where, size)
-    half = side / 2
-    return torch.stack([cx - half, cy - half, cx + half, cy + half], dim=-1)
 
 
 def _relu(value: Tensor) -> Tensor:

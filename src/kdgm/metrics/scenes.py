@@ -23,7 +23,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from kdgm.knowledge.structural import where_to_boxes
+from kdgm.nn.spatial import where_to_boxes
 
 
 def count_accuracy(inferred, true) -> float:

@@ -13,9 +13,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from kdgm.data.batch import Batch, ImageBatch, TextBatch
+from kdgm.data.batch import Batch, ImageBatch, SceneBatch, TextBatch
+from kdgm.models.air import AIR
 from kdgm.models.text_cnn import SentenceCNN
 from kdgm.models.vae import VAE
+from kdgm.objectives.air import AIRELBO
 from kdgm.objectives.base import Objective
 from kdgm.objectives.classification import CrossEntropy
 from kdgm.objectives.elbo import ELBO, IWAE
@@ -26,8 +28,9 @@ from kdgm.registry import Registry
 class ModelSpec:
     """How to build a model, a small batch it accepts, and an objective that trains it.
 
-    ``kind`` says which interface the model has: ``latent`` (``forward(x, k)`` → named log-densities) or
-    ``classifier`` (``forward(*batch.inputs())`` → (B, K) logits).
+    ``kind`` says which interface the model has: ``latent`` (``forward(x, k)`` → named log-densities),
+    ``classifier`` (``forward(*batch.inputs())`` → (B, K) logits) or ``scene`` (``forward(x)`` → a structured
+    posterior trajectory with a reconstruction ``canvas``).
     """
 
     build: Callable[[], nn.Module]
@@ -46,8 +49,25 @@ def _sentences(n: int = 6, vocab: int = 30) -> TextBatch:
     return TextBatch(tokens, lengths, torch.randint(0, 2, (n,)), torch.arange(n))
 
 
+def _scenes(n: int = 4, size: int = 20) -> SceneBatch:
+    x = torch.zeros(n, 1, size, size)
+    x[:, :, 4:10, 4:10] = 1.0
+    x[: n // 2, :, 12:18, 11:17] = 1.0
+    counts = torch.tensor([2] * (n // 2) + [1] * (n - n // 2))
+    boxes = torch.tensor([[4.0, 4.0, 10.0, 10.0], [11.0, 12.0, 17.0, 18.0]]).expand(n, 2, 4).clone()
+    boxes[n // 2 :, 1] = 0
+    return SceneBatch(x, boxes, counts)
+
+
+def _small_air(prior: str) -> AIR:
+    return AIR(image_size=20, max_steps=2, z_what_dim=4, glimpse_size=8, hidden=16, embed_dim=16,
+               encoder_hidden=(16,), decoder_hidden=(16,), baseline_hidden=8, prior=prior)
+
+
 MODELS: Registry[ModelSpec] = Registry("model")
 MODELS.register("vae-mlp", ModelSpec(lambda: VAE(arch="mlp"), _binary_images, ELBO))
 MODELS.register("vae-conv", ModelSpec(lambda: VAE(arch="conv", z_dim=16), _binary_images, lambda: IWAE(k=3)))
 MODELS.register("sentence-cnn", ModelSpec(lambda: SentenceCNN(30, 2, embed_dim=8, n_filters=4, dropout=0.0),
                                           _sentences, CrossEntropy, kind="classifier"))
+MODELS.register("air", ModelSpec(lambda: _small_air("fixed"), _scenes, AIRELBO, kind="scene"))
+MODELS.register("air-pprior", ModelSpec(lambda: _small_air("learned"), _scenes, AIRELBO, kind="scene"))

@@ -253,6 +253,8 @@ class AIR(nn.Module):
         pres_prior: fixed prior ``p(z_pres_t = 1)``; for ``prior="learned"`` the prior's initial value.
         where_prior_loc: mean of the fixed ``z_where`` prior ``(s, x, y)`` (learned prior: its initial value).
         where_prior_scale: standard deviation of the fixed ``z_where`` prior (learned prior: its initial value).
+        fixed_count: every image has exactly ``max_steps`` objects: ``z_pres = 1`` at every step, no presence
+            latents (Xu et al. 2019 section 6.2: "we simply set both the generative and inference steps to 3").
     """
 
     def __init__(
@@ -273,6 +275,7 @@ class AIR(nn.Module):
         pres_prior: float = 0.5,
         where_prior_loc: tuple[float, float, float] = (0.4, 0.0, 0.0),
         where_prior_scale: tuple[float, float, float] = (0.1, 1.0, 1.0),
+        fixed_count: bool = False,
     ) -> None:
         super().__init__()
         if prior not in PRIORS:
@@ -296,6 +299,7 @@ class AIR(nn.Module):
         self.likelihood = likelihood
         self.sigma = sigma
         self.baseline_scale = baseline_scale
+        self.fixed_count = fixed_count
 
         # guide: image features once, an LSTM over the steps, a head for z_pres and z_where, a glimpse encoder
         self.embed = mlp((image_size * image_size, embed_dim), nn.ReLU, final_activation=True)
@@ -356,6 +360,8 @@ class AIR(nn.Module):
         where_loc, where_scale = _where_params(raw[:, 1:])  # (B, 3) each
         # z_pres is not reparameterisable: a plain sample, learned through the score function in the objective
         z_pres = torch.bernoulli(torch.sigmoid(pres_logit.detach())) * prev.z_pres  # (B,)
+        if self.fixed_count:
+            z_pres = prev.z_pres  # always present: the count is known
         z_where = where_loc + where_scale * torch.randn_like(where_loc)  # (B, 3)
         patch = glimpse(x, z_where, self.glimpse_size)  # (B, 1, G, G)
         what_loc, what_raw = self.encoder(patch.flatten(1)).chunk(2, dim=-1)  # (B, D) each
@@ -439,8 +445,9 @@ class AIR(nn.Module):
 
         # z_pres_t is random only while z_pres_{t-1} = 1; afterwards it is fixed at 0 with probability one
         prev_pres = torch.cat([z_pres.new_ones(1, z_pres.shape[1]), z_pres[:-1]])  # (T, B)
-        log_q_pres = -F.binary_cross_entropy_with_logits(pres_logit, z_pres, reduction="none") * prev_pres
-        kl_pres = _bernoulli_kl(pres_logit, prior_logit) * prev_pres  # (T, B)
+        random_pres = prev_pres * (0.0 if self.fixed_count else 1.0)  # a known count has no presence latents
+        log_q_pres = -F.binary_cross_entropy_with_logits(pres_logit, z_pres, reduction="none") * random_pres
+        kl_pres = _bernoulli_kl(pres_logit, prior_logit) * random_pres  # (T, B)
         kl_where = _normal_kl(where_loc, where_scale, prior_loc, prior_scale).sum(-1) * z_pres  # (T, B)
         kl_what = _normal_kl(what_loc, what_scale, torch.zeros_like(what_loc), torch.ones_like(what_scale))
         kl_what = kl_what.sum(-1) * z_pres  # (T, B)
@@ -471,7 +478,8 @@ class AIR(nn.Module):
         for _ in range(self.max_steps):
             prior = self.prior_step(prior, z_pres, z_where)
             u = torch.rand(n, generator=generator).to(device)
-            z_pres = (u < torch.sigmoid(prior.pres_logit)).float() * z_pres  # (n,) stays 0 after the first 0
+            if not self.fixed_count:
+                z_pres = (u < torch.sigmoid(prior.pres_logit)).float() * z_pres  # (n,) stays 0 after the first 0
             z_where = prior.where_loc + prior.where_scale * draw(n, 3)  # (n, 3)
             pres.append(z_pres)
             wheres.append(z_where)

@@ -122,8 +122,17 @@ def where_to_boxes(z_where: Tensor, canvas: int) -> Tensor:
     Returns:
         (..., 4) float boxes.
     """
-    s, x, y = z_where.unbind(-1)  # (...) each
-    half = 0.5 * canvas
-    lo_x, hi_x = (x - s + 1) * half, (x + s + 1) * half
-    lo_y, hi_y = (y - s + 1) * half, (y + s + 1) * half
-    return torch.stack([lo_x, lo_y, hi_x, hi_y], dim=-1)  # (..., 4)
+    cx, cy, side = where_to_pixels(z_where, canvas)  # (...) each
+    half = side / 2
+    return torch.stack([cx - half, cy - half, cx + half, cy + half], dim=-1)  # (..., 4)
+
+
+def where_to_pixels(z_where: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """AIR's ``z_where = (s, x, y)`` (..., 3) in pixels of a ``size`` x ``size`` image.
+
+    Returns:
+        centre_x, centre_y, side, each (...): ``centre = (coordinate + 1) / 2 · size`` (0 at the left/top edge),
+        ``side = s · size``.
+    """
+    s, x, y = z_where.unbind(-1)
+    return (x + 1) / 2 * size, (y + 1) / 2 * size, s * size

@@ -101,7 +101,9 @@ def render(run_dir: Path, metrics: dict[str, Any]) -> str:
         "ours is mean ± sample std over seeds.",
         "",
     ]
-    header = ["Row"] + [f"{m.label} {'↓' if m.lower_is_better else '↑'} ours | paper" for m in experiment.metrics]
+    header = ["Row"]
+    for m in experiment.metrics:
+        header += [f"{m.label} {'↓' if m.lower_is_better else '↑'}", "paper"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in experiment.rows:
         if row.name not in metrics["rows"]:
@@ -112,7 +114,7 @@ def render(run_dir: Path, metrics: dict[str, Any]) -> str:
             n = len(entry["per_seed"])
             ours = _cell(entry["mean"], entry["std"], metric.digits) + (f" (n={n})" if 0 < n != len(seeds) else "")
             paper = "—" if entry["paper"] is None else f"{entry['paper']:.{metric.digits}f}"
-            cells.append(f"{ours} \\| {paper}")
+            cells += [ours, paper]
         lines.append("| " + " | ".join(cells) + " |")
     skipped = [row.name for row in experiment.rows if row.name not in metrics["rows"]]
     if skipped:

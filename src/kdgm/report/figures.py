@@ -52,3 +52,34 @@ def plot_curves(series: dict[str, tuple[list[float], list[float]]], path: Path, 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+STEP_COLOURS = torch.tensor([[1.0, 0.2, 0.2], [0.2, 0.9, 0.2], [0.3, 0.5, 1.0], [1.0, 0.9, 0.2], [1.0, 0.3, 1.0]])
+
+
+def draw_boxes(images: Tensor, boxes: Tensor, present: Tensor) -> Tensor:
+    """Grey images with the outline of each present box in the colour of its step.
+
+    Args:
+        images: (N, 1, S, S) in [0, 1].
+        boxes: (N, T, 4) pixel boxes ``(x_min, y_min, x_max, y_max)``.
+        present: (N, T) which boxes to draw.
+
+    Returns:
+        (N, 3, S, S) RGB images.
+    """
+    n, _, size, _ = images.shape
+    rgb = images.detach().float().cpu().expand(n, 3, size, size).clone()
+    grid = torch.arange(size, dtype=torch.float32)
+    for t in range(boxes.shape[1]):
+        x0, y0, x1, y1 = (boxes[:, t, i].detach().float().cpu().round()[:, None] for i in range(4))  # (N, 1)
+        x1, y1 = x1 - 1, y1 - 1  # the last pixel inside a half-open box
+        inside_x = (grid >= x0) & (grid <= x1)  # (N, S)
+        inside_y = (grid >= y0) & (grid <= y1)
+        edge_x = (grid == x0) | (grid == x1)
+        edge_y = (grid == y0) | (grid == y1)
+        outline = (edge_y[:, :, None] & inside_x[:, None, :]) | (inside_y[:, :, None] & edge_x[:, None, :])  # (N, S, S)
+        outline &= present[:, t].cpu().bool()[:, None, None]
+        colour = STEP_COLOURS[t % len(STEP_COLOURS)][None, :, None, None]  # (1, 3, 1, 1)
+        rgb = torch.where(outline[:, None], colour.expand_as(rgb), rgb)
+    return rgb
