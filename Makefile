@@ -9,9 +9,8 @@ STAMP := $(VENV)/.kdgm-installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,text]'
 	touch $(STAMP)
 
 setup: $(STAMP)
