@@ -71,7 +71,8 @@ class VAEMnist(Experiment):
                         "about 4 epochs instead of 3,280; NLL with k=100 on 2,000 test images instead of k=5000 on 10,000"),
         "paper": Preset(dict(steps=120000, batch_size=100, lr=1e-3, lr_schedule="cosine", eval_k=1000, eval_examples=10000,
                              eval_every=10000), 5,
-                        "200 epochs instead of 3,280, cosine decay instead of Burda et al.'s stepped schedule; NLL with k=1000"),
+                        "200 epochs instead of 3,280, cosine decay instead of Burda et al.'s stepped schedule; NLL with k=1000; "
+                        "about 50 min per seed on 2 CPU cores (estimated from measured step times: 9 ms ELBO, 15 ms IWAE)"),
     }
     rows = (
         Row("VAE (ELBO)", {"objective": "elbo", "k": 1}, {"nll": 86.76}),
