@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from kdgm.data.batch import SceneBatch
 from kdgm.data.scenes import SceneConfig, multi_mnist
 from kdgm.models.air import AIR, AIROutput
+from kdgm.metrics.scenes import inferred_boxes
 from kdgm.nn.spatial import glimpse, where_to_boxes, write
 from kdgm.objectives.air import AIRELBO
 
@@ -109,7 +110,7 @@ def test_forward_shapes(prior):
     assert out.log_lik.shape == (5,) and out.kl.shape == (5,)
     assert out.canvas.shape == x.shape and out.objects.shape == (4, 5, 1, 8, 8)
     assert out.count.shape == (5,) and out.count.dtype == torch.long
-    assert out.boxes().shape == (5, 4, 4)
+    assert inferred_boxes(out.z_where, out.z_pres, 24)[0].shape == (5, 4, 4)
     assert all(torch.isfinite(t).all() for t in out)
     assert ((out.pres_prob > 0) & (out.pres_prob < 1)).all()
     assert out.canvas.min() >= 0 and out.canvas.max() <= 1  # Bernoulli probabilities
@@ -150,8 +151,9 @@ def test_z_pres_is_a_prefix_of_ones_and_masks_the_terms(prior):
     live = prev == 1
     expected = torch.where(z == 1, out.pres_prob.log(), (1 - out.pres_prob).log())
     assert torch.allclose(out.log_q_pres[live], expected[live], atol=1e-5)
-    boxes = out.boxes()  # (B, T, 4): zero rows after the count
-    assert torch.all(boxes[z.T == 0] == 0)
+    boxes, counts = inferred_boxes(out.z_where, z, 24)  # (B, T, 4) present windows first
+    assert torch.equal(counts, out.count)
+    torch.testing.assert_close(boxes[z.T == 1], where_to_boxes(out.z_where, 24).transpose(0, 1)[z.T == 1])
 
 
 @pytest.mark.parametrize("prior", PRIORS)

@@ -230,19 +230,19 @@ def _layout(
         boxes = np.zeros((len(pending), n_max, 4), np.int64)  # (P, N_max, 4) boxes placed so far
         failed = np.zeros(len(pending), bool)
         for j in range(n_max):
-            todo = np.flatnonzero((per_scene[pending] > j) & ~failed)  # rows of `pending` that need object j
+            waiting = np.flatnonzero((per_scene[pending] > j) & ~failed)  # rows of `pending` that need object j
             k = chosen[pending, j]  # (P,)
             for _attempt in range(1 if config.overlap or j == 0 else config.max_attempts):
-                if len(todo) == 0:
+                if len(waiting) == 0:
                     break
-                kt = k[todo]
+                kt = k[waiting]
                 high = np.stack([size - extent[kt, 0], size - extent[kt, 1]], axis=1) + 1  # (T, 2)
                 cand = rng.integers(0, high)  # (T, 2) candidate corners
                 cbox = np.concatenate([cand + offset[kt, :2], cand + offset[kt, 2:]], axis=1)  # (T, 4)
                 if config.overlap:
-                    hits = np.zeros(len(todo), bool)  # overlapping scenes keep the first draw
+                    hits = np.zeros(len(waiting), bool)  # overlapping scenes keep the first draw
                 else:
-                    prev = boxes[todo, :j]  # (T, j, 4)
+                    prev = boxes[waiting, :j]  # (T, j, 4)
                     # half-open boxes intersect iff they overlap on both axes; touching edges share no pixel
                     hits = (
                         (cbox[:, None, 0] < prev[..., 2])
@@ -250,11 +250,11 @@ def _layout(
                         & (cbox[:, None, 1] < prev[..., 3])
                         & (prev[..., 1] < cbox[:, None, 3])
                     ).any(axis=1)  # (T,) candidate intersects an earlier box of its scene
-                ok = todo[~hits]
+                ok = waiting[~hits]
                 corners[pending[ok], j] = cand[~hits]
                 boxes[ok, j] = cbox[~hits]
-                todo = todo[hits]
-            failed[todo] = True
+                waiting = waiting[hits]
+            failed[waiting] = True
         pending = pending[failed]
         if len(pending) == 0:
             return chosen, corners

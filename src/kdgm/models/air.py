@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdgm.nn.mlp import mlp
-from kdgm.nn.spatial import glimpse, where_to_boxes, write
+from kdgm.nn.spatial import glimpse, write
 
 LOG_2PI = math.log(2 * math.pi)
 BERNOULLI_EPS = 1e-4  # canvas clamp for the Bernoulli likelihood: |d log p / d canvas| stays below 1e4
@@ -153,13 +153,6 @@ class AIROutput(NamedTuple):
     def kl(self) -> Tensor:
         """(B,) total KL(q(z, n | x) ‖ p(z, n)), summed over steps (z_pres part analytic per step)."""
         return (self.kl_pres + self.kl_where + self.kl_what).sum(0)
-
-    def boxes(self, canvas: int | None = None) -> Tensor:
-        """(B, T, 4) pixel boxes ``(x_min, y_min, x_max, y_max)`` of the present objects, zero rows after the count
-        (the layout of :class:`kdgm.data.batch.SceneBatch`). ``canvas`` defaults to the reconstruction's side."""
-        size = self.canvas.shape[-1] if canvas is None else canvas
-        boxes = where_to_boxes(self.z_where, size) * self.z_pres.unsqueeze(-1)  # (T, B, 4)
-        return boxes.transpose(0, 1)
 
 
 def _inverse_softplus(y: float) -> float:
