@@ -85,6 +85,8 @@ def _run(args) -> None:
         devices=args.devices, out=Path(args.out) if args.out else None, resume=args.resume, overrides=overrides,
     )
     run_dir = run(request)
+    report = (run_dir / "report.md").read_text().splitlines()
+    print("\n".join(line for line in report if line.startswith("|")))  # the table, paper beside ours
     print(f"report: {run_dir / 'report.md'}")
 
 
