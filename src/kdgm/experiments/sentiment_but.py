@@ -86,6 +86,8 @@ class SentimentButConfig(TrainConfig):
 
 @dataclass
 class _Splits:
+    """The held-out splits: dev for the periodic evaluation (model selection), test for the final one."""
+
     dev: Any
     test: Any
 
