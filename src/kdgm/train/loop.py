@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from kdgm.data.loader import BatchLoader
 from kdgm.train.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from kdgm.train.logs import RunLog
-from kdgm.train.updater import PhasedUpdater, Progress
+from kdgm.train.updater import PhasedUpdater, Progress, _unwrap
 
 
 @dataclass
@@ -97,18 +97,21 @@ def fit(
                 save_checkpoint({"step": step, "rng": rng_state(), **updater.state_dict()}, ckpt_dir)
             fabric.barrier()
 
+    best = ckpt_dir / BEST if select and ckpt_dir is not None else None
+    best_value = load_checkpoint(best)["value"] if best is not None and best.exists() else -math.inf
+
     def run_eval(step: int) -> dict[str, float]:
+        nonlocal best_value
         metrics = evaluate() if evaluate is not None else {}
         if log is not None and metrics:
             log.log("eval", step, metrics)
-        if select and ckpt_dir is not None and is_main:
+        if best is not None and is_main:
             if select not in metrics:
                 raise KeyError(f"select={select!r} is not among the evaluation metrics {sorted(metrics)}")
-            best = ckpt_dir / BEST
-            previous = load_checkpoint(best)["value"] if best.exists() else -math.inf
-            if metrics[select] > previous:
-                save_checkpoint({"step": step, "value": metrics[select], "model": updater.state_dict()["model"]},
-                                ckpt_dir, BEST)
+            if metrics[select] > best_value:
+                best_value = metrics[select]
+                model_state = _unwrap(updater.model).state_dict()
+                save_checkpoint({"step": step, "value": best_value, "model": model_state}, ckpt_dir, BEST)
         if metrics and show:
             bar.write(f"[{desc}] step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         return metrics
