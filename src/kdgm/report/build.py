@@ -21,15 +21,19 @@ from kdgm.report.figures import plot_curves
 from kdgm.train.logs import read_csv
 
 
-def collect(run_dir: Path) -> dict[str, Any]:
-    """Aggregate every finished (row, seed) of ``run_dir`` into the ``metrics.json`` structure."""
-    from kdgm.experiments import EXPERIMENTS
-
+def _load_run(run_dir: Path):
+    """(config.yaml record, experiment, typed config) of a run folder."""
     from kdgm import config as cfgmod
+    from kdgm.experiments import EXPERIMENTS
 
     record = read_run_config(run_dir)
     experiment = EXPERIMENTS[record["experiment"]]
-    config = cfgmod.from_dict(experiment.config_class, record["config"])
+    return record, experiment, cfgmod.from_dict(experiment.config_class, record["config"])
+
+
+def collect(run_dir: Path) -> dict[str, Any]:
+    """Aggregate every finished (row, seed) of ``run_dir`` into the ``metrics.json`` structure."""
+    record, experiment, config = _load_run(run_dir)
     paper = experiment.paper_numbers(config)
     rows: dict[str, Any] = {}
     for row in experiment.rows:
@@ -62,11 +66,8 @@ def _cell(value: float | None, std: float | None, digits: int) -> str:
     return f"{value:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{value:.{digits}f}"
 
 
-def _curves(run_dir: Path, experiment, seed: int) -> list[Path]:
-    """Training loss and evaluation curves of the first seed of every row."""
-    from kdgm import config as cfgmod
-
-    config = cfgmod.from_dict(experiment.config_class, read_run_config(run_dir)["config"])
+def _curves(run_dir: Path, experiment, config, seed: int) -> list[Path]:
+    """Training loss and evaluation curves of the first seed of every training run."""
     train, evals = {}, {}
     for name, row in training_runs(experiment, config).items():
         folder = seed_folder(run_dir, row, seed)
@@ -86,12 +87,7 @@ def _curves(run_dir: Path, experiment, seed: int) -> list[Path]:
 
 def render(run_dir: Path, metrics: dict[str, Any]) -> str:
     """The Markdown report: the paper-style table, the set-up differences, the figures."""
-    from kdgm import config as cfgmod
-    from kdgm.experiments import EXPERIMENTS
-
-    record = read_run_config(run_dir)
-    experiment = EXPERIMENTS[record["experiment"]]
-    config = cfgmod.from_dict(experiment.config_class, record["config"])
+    record, experiment, config = _load_run(run_dir)
     preset = experiment.presets.get(record["preset"])
     seeds = record["seeds"]
     lines = [
@@ -145,12 +141,10 @@ def render(run_dir: Path, metrics: dict[str, Any]) -> str:
 
 def build_report(run_dir: Path) -> Path:
     """Write ``metrics.json``, the curve figures and ``report.md``; return the report's path."""
-    from kdgm.experiments import EXPERIMENTS
-
     run_dir = Path(run_dir)
     metrics = collect(run_dir)
-    experiment = EXPERIMENTS[metrics["experiment"]]
-    _curves(run_dir, experiment, metrics["seeds"][0])
+    _, experiment, config = _load_run(run_dir)
+    _curves(run_dir, experiment, config, metrics["seeds"][0])
     write_json(run_dir / "metrics.json", metrics)
     report = run_dir / "report.md"
     report.write_text(render(run_dir, metrics))
