@@ -1,12 +1,13 @@
 """Seconds per AIR training step and images/s on Multi-MNIST 1-or-3 scenes (Xu et al. 2019, section 6: 50 × 50,
-batch 64), for AIR, AIR-pPrior and AIR-ASR (AIR-pPrior + the number-of-objects penalty), measured in one run.
+batch 64), for AIR, AIR-pPrior and AIR-ASR (AIR-pPrior + the number-of-objects and box penalties), measured in one
+run. The models and objectives are the ``asr-count`` experiment's own (its default config, one per row).
 
 One step = forward, the objective (:class:`kdgm.objectives.air.AIRELBO`, wrapped by
 :class:`kdgm.knowledge.structural.StructuralPenalty` for AIR-ASR), backward and a fused Adam update. The variants
 alternate step by step, so machine load affects them alike; the median step of each is printed, and the ratio
 AIR-ASR / AIR-pPrior is the cost of the penalty (target: under 1.10).
 
-    python bench/air_step.py [--steps 60] [--batch-size 64] [--threads N] [--device cpu]
+    python bench/air_step.py [--steps 60] [--batch-size 64] [--threads N] [--device cpu] [--image-encoder conv]
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import time
 
 import torch
 
+from kdgm import config as cfgmod
 from kdgm.data.scenes import SceneConfig, multi_mnist
-from kdgm.knowledge.structural import StructuralPenalty
-from kdgm.models.air import AIR
-from kdgm.objectives.air import AIRELBO
+from kdgm.experiments.asr import MODELS, ASRConfig, ASRCount
 
 
 def main() -> None:
@@ -31,16 +31,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads; default: torch's own")
     parser.add_argument("--n-per-count", type=int, default=2000, help="training scenes per object count")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--image-encoder", default=ASRConfig.image_encoder, choices=("mlp", "conv"))
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = multi_mnist(SceneConfig(counts=(1, 3), n_per_count=args.n_per_count), "train")
-    variants = {
-        "AIR": (AIR(max_steps=3, prior="fixed"), AIRELBO()),
-        "AIR-pPrior": (AIR(max_steps=3, prior="learned"), AIRELBO()),
-        "AIR-ASR": (AIR(max_steps=3, prior="learned"), StructuralPenalty.for_counts(AIRELBO(), (1, 3))),
-    }
+    experiment, variants = ASRCount(), {}
+    for name, settings in MODELS.items():
+        config = cfgmod.apply(ASRConfig(counts=(1, 3), image_encoder=args.image_encoder), settings)
+        variants[name] = (experiment.build_model(config), experiment.objective(config))
     optimizers = {}
     for name, (model, _) in variants.items():
         model.to(args.device)
@@ -63,7 +63,7 @@ def main() -> None:
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - start)
 
-    print(f"AIR T=3, batch {args.batch_size} on {args.device}, torch threads {torch.get_num_threads()}, "
+    print(f"AIR T=3 ({args.image_encoder} image encoder), batch {args.batch_size} on {args.device}, torch threads {torch.get_num_threads()}, "
           f"{args.steps} steps per variant (fused Adam)")
     print(f"{'variant':<12}{'s/step (median)':>17}{'images/s':>10}")
     for name, seconds in times.items():

@@ -129,6 +129,17 @@ def test_gaussian_likelihood_and_bad_arguments():
         _small_model(prior="geometric")
     with pytest.raises(ValueError, match="likelihood"):
         _small_model(likelihood="poisson")
+    with pytest.raises(ValueError, match="image_encoder"):
+        _small_model(image_encoder="transformer")
+
+
+def test_decoder_bias_starts_objects_transparent():
+    torch.manual_seed(0)
+    z_what = torch.randn(2, 5, 8)
+    ones, where = torch.ones(2, 5), torch.tensor([0.4, 0.0, 0.0]).expand(2, 5, 3)
+    plain = _small_model().render(ones, where, z_what)[0].mean()
+    faint = _small_model(decoder_bias=-2.0).render(ones, where, z_what)[0].mean()
+    assert 0.35 < plain < 0.65 and faint < 0.25  # sigmoid(0) = 0.5, sigmoid(-2) = 0.12
 
 
 @pytest.mark.parametrize("prior", PRIORS)

@@ -93,6 +93,8 @@ def _error_line(capsys) -> str:
         (["run", "vae-mnist", "--set", "steps"], "--set expects key=value"),
         (["run", "vae-mnist", "--seeds", "two"], "--seeds: expected int"),
         (["run", "vae-mnist", "--device", "tpu"], "unknown --device 'tpu'"),
+        (["run", "vae-mnist", "--jobs", "0"], "--jobs must be at least 1"),
+        (["run", "vae-mnist", "--jobs", "2", "--devices", "2"], "use either --jobs"),
         (["run", "vae-mnist", "--data-dir", "/nonexistent/mnist"], "MNIST folder /nonexistent/mnist does not exist"),
         (["run", "sentiment-but", "--data-dir", "/nonexistent/text"], "sentiment data folder not found"),
         (["runn"], "invalid choice"),
@@ -167,3 +169,21 @@ def test_ddp_on_two_cpu_processes(tmp_path, cli_env):
     log = (run_dir / "rows" / slug("VAE (ELBO)") / "seed0" / "train.csv").read_text().splitlines()
     assert log[-1].startswith("20,")
     assert metrics["rows"]["VAE (ELBO)"]["nll"]["mean"] < 550  # trained, not NaN
+
+
+@pytest.mark.slow
+def test_jobs_train_every_row_and_seed_in_parallel_processes(tmp_path, cli_env):
+    """--jobs 2 trains the independent row x seed runs side by side and reaches what the serial run reaches."""
+    runs = {}
+    for jobs in (1, 2):
+        run_dir = tmp_path / f"jobs{jobs}"
+        proc = subprocess.run(
+            kdgm_command("run", "vae-mnist", "--preset", "smoke", "--seeds", "2", "--jobs", str(jobs),
+                         "--out", str(run_dir), "--set", "deterministic=true"),
+            env=cli_env, capture_output=True, text=True, timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[jobs] = check_metrics(run_dir, "vae-mnist")
+    for row, metrics in runs[1]["rows"].items():
+        for key, entry in metrics.items():
+            assert runs[2]["rows"][row][key]["per_seed"] == pytest.approx(entry["per_seed"], rel=1e-3), (row, key)

@@ -44,6 +44,8 @@ def _parser() -> ArgumentParser:
     run.add_argument("--seeds", type=int, default=0, help="Seeds per row (0: the preset's number).")
     run.add_argument("--device", type=str, default="auto", help="cpu | cuda | mps | auto.")
     run.add_argument("--devices", type=int, default=1, help="Processes for data-parallel training (DDP).")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="Independent row x seed runs trained side by side, sharing the CPU cores.")
     run.add_argument("--out", type=str, default="", help="Run folder (default runs/NAME-PRESET).")
     run.add_argument("--resume", action="store_true", help="Continue a killed run from its last checkpoint.")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -82,7 +84,8 @@ def _run(args) -> None:
         overrides["data_dir"] = args.data_dir
     request = RunRequest(
         experiment=args.name, preset=args.preset, seeds=args.seeds or None, device=args.device,
-        devices=args.devices, out=Path(args.out) if args.out else None, resume=args.resume, overrides=overrides,
+        devices=args.devices, jobs=args.jobs, out=Path(args.out) if args.out else None, resume=args.resume,
+        overrides=overrides,
     )
     run_dir = run(request)
     report = (run_dir / "report.md").read_text().splitlines()

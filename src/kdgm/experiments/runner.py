@@ -45,6 +45,7 @@ class RunRequest:
     seeds: int | None = None
     device: str = "auto"
     devices: int = 1
+    jobs: int = 1
     out: Path | None = None
     resume: bool = False
     overrides: dict[str, str] = field(default_factory=dict)
@@ -173,31 +174,76 @@ def seed_folder(run_dir: Path, row: Row, seed: int) -> Path:
     return run_dir / "rows" / slug(row.run_name) / f"seed{seed}"
 
 
+def _pending(experiment: Experiment, config: TrainConfig, seeds: list[int], run_dir: Path) -> list[tuple[Row, int]]:
+    """The (row, seed) training runs without a ``result.json`` yet, in table order."""
+    return [(row, seed) for row in training_runs(experiment, config).values() for seed in seeds
+            if not (seed_folder(run_dir, row, seed) / RESULT).exists()]
+
+
+def _train_and_record(fabric, experiment: Experiment, config: TrainConfig, row: Row, seed: int, first_seed: int,
+                      run_dir: Path, progress_bar: bool | None) -> None:
+    folder = seed_folder(run_dir, row, seed)
+    figures_dir = run_dir / "figures" / slug(row.run_name) if seed == first_seed else None
+    outcome = train_one(fabric, experiment, row_config(experiment, config, row), seed, folder,
+                        figures_dir=figures_dir, progress_bar=progress_bar, desc=f"{row.run_name} seed {seed}")
+    if fabric.global_rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / RESULT, {"run": row.run_name, **outcome})
+    fabric.barrier()
+
+
 def _run_all(fabric, experiment: Experiment, config: TrainConfig, seeds: list[int], run_dir: Path,
              progress_bar: bool | None) -> None:
-    for row in training_runs(experiment, config).values():
-        cfg = row_config(experiment, config, row)
-        for seed in seeds:
-            folder = seed_folder(run_dir, row, seed)
-            if (folder / RESULT).exists():
-                continue
-            figures_dir = run_dir / "figures" / slug(row.run_name) if seed == seeds[0] else None
-            outcome = train_one(fabric, experiment, cfg, seed, folder, figures_dir=figures_dir,
-                                progress_bar=progress_bar, desc=f"{row.run_name} seed {seed}")
-            if fabric.global_rank == 0:
-                folder.mkdir(parents=True, exist_ok=True)
-                write_json(folder / RESULT, {"run": row.run_name, **outcome})
-            fabric.barrier()
+    for row, seed in _pending(experiment, config, seeds, run_dir):
+        _train_and_record(fabric, experiment, config, row, seed, seeds[0], run_dir, progress_bar)
+
+
+def _run_job(task: tuple) -> None:
+    """One (row, seed) run in a worker process of ``--jobs``: its own single-process Fabric and thread share."""
+    experiment_name, config, row, seed, first_seed, run_dir, device, threads = task
+    from kdgm.experiments import EXPERIMENTS
+
+    torch.set_num_threads(threads)
+    fabric = make_fabric(device, 1, config.precision)
+    fabric.launch(_train_and_record, EXPERIMENTS[experiment_name], config, row, seed, first_seed, run_dir, False)
+
+
+def _run_parallel(request: RunRequest, experiment: Experiment, config: TrainConfig, seeds: list[int],
+                  run_dir: Path) -> None:
+    """Train the pending (row, seed) runs in ``request.jobs`` processes, each with its share of the CPU cores.
+
+    The runs are independent, so this is the cheapest parallelism on a many-core CPU where one small model cannot
+    use every core; the results are the same files ``_run_all`` writes, so a killed parallel run resumes either way.
+    """
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    pending = _pending(experiment, config, seeds, run_dir)
+    threads = max(1, (os.cpu_count() or 1) // request.jobs)
+    tasks = [(experiment.name, config, row, seed, seeds[0], run_dir, request.device, threads) for row, seed in pending]
+    with multiprocessing.get_context("spawn").Pool(min(request.jobs, max(1, len(tasks)))) as pool:
+        done = pool.imap_unordered(_run_job, tasks)
+        for _ in tqdm(done, total=len(tasks), desc=f"{experiment.name} runs", disable=request.progress_bar is False):
+            pass
 
 
 def run(request: RunRequest) -> Path:
-    """Validate, prepare the folder, train every row × seed (on ``--devices`` processes), write the report."""
+    """Validate, prepare the folder, train every row × seed (on ``--devices`` processes, or ``--jobs`` runs at a
+    time), write the report."""
     from kdgm.report.build import build_report
 
+    if request.jobs < 1:
+        raise UserError(f"--jobs must be at least 1, got {request.jobs}")
+    if request.jobs > 1 and request.devices > 1:
+        raise UserError("use either --jobs (independent runs side by side) or --devices (one run data-parallel)")
     experiment, config, seeds = resolve(request)
     fabric = make_fabric(request.device, request.devices, config.precision)
     run_dir = prepare_folder(request, _config_record(experiment, request.preset, config, seeds))
-    fabric.launch(_run_all, experiment, config, seeds, run_dir.resolve(), request.progress_bar)
+    if request.jobs > 1:
+        _run_parallel(request, experiment, config, seeds, run_dir.resolve())
+    else:
+        fabric.launch(_run_all, experiment, config, seeds, run_dir.resolve(), request.progress_bar)
     build_report(run_dir)
     return run_dir
 
@@ -206,6 +252,7 @@ def load_trained_model(run_dir: Path, row_name: str | None = None, seed: int | N
     """(experiment, row config, model) with the weights of a finished or checkpointed run."""
     from kdgm.experiments import EXPERIMENTS
 
+    run_dir = Path(run_dir)
     record = read_run_config(run_dir)
     experiment = EXPERIMENTS[record["experiment"]]
     config = cfgmod.from_dict(experiment.config_class, record["config"])

@@ -59,9 +59,10 @@ def _scenes(n: int = 4, size: int = 20) -> SceneBatch:
     return SceneBatch(x, boxes, counts)
 
 
-def _small_air(prior: str) -> AIR:
+def _small_air(prior: str, image_encoder: str = "mlp") -> AIR:
     return AIR(image_size=20, max_steps=2, z_what_dim=4, glimpse_size=8, hidden=16, embed_dim=16,
-               encoder_hidden=(16,), decoder_hidden=(16,), baseline_hidden=8, prior=prior)
+               encoder_hidden=(16,), decoder_hidden=(16,), baseline_hidden=8, prior=prior,
+               image_encoder=image_encoder, decoder_bias=-2.0)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -71,3 +72,4 @@ MODELS.register("sentence-cnn", ModelSpec(lambda: SentenceCNN(30, 2, embed_dim=8
                                           _sentences, CrossEntropy, kind="classifier"))
 MODELS.register("air", ModelSpec(lambda: _small_air("fixed"), _scenes, AIRELBO, kind="scene"))
 MODELS.register("air-pprior", ModelSpec(lambda: _small_air("learned"), _scenes, AIRELBO, kind="scene"))
+MODELS.register("air-pprior-conv", ModelSpec(lambda: _small_air("learned", "conv"), _scenes, AIRELBO, kind="scene"))
