@@ -23,8 +23,9 @@ encoder of the glimpse cut out at ``z_where_t``. Both priors share this guide.
 
 Choices not fixed by the papers:
 
-- the image enters the guide LSTM through a 256-unit ReLU layer computed once per forward pass (AIR feeds raw
-  pixels; projecting the 2,500 pixels once is ~4x cheaper than an LSTM input matrix over them at every step);
+- the image enters the guide LSTM through 256 ReLU features computed once per forward pass (AIR feeds raw
+  pixels; projecting the 2,500 pixels once is ~4x cheaper than an LSTM input matrix over them at every step),
+  either one linear layer (``image_encoder="mlp"``) or two strided convolutions before it (``"conv"``);
 - glimpses are 20 x 20 (a 20-pixel window at ``s = 0.4`` is read at its own resolution on 50 x 50 scenes);
 - encoder ``400 -> 512 -> 256 -> 2·50`` and decoder ``50 -> 256 -> 512 -> 400`` ReLU MLPs (section 6: "a two-layer
   MLP with 512 and 256 units"), LSTMs with 256 units (section 6);
