@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kdgm.errors import UserError
-from kdgm.experiments.runner import RESULT, read_run_config, seed_folder, training_runs, write_json
+from kdgm.experiments.runner import RESULT, read_run_config, seed_folder, slug, training_runs, write_json
 from kdgm.report.figures import plot_curves
 from kdgm.train.logs import read_csv
 
@@ -68,7 +68,8 @@ def _cell(value: float | None, std: float | None, digits: int) -> str:
 
 def _curves(run_dir: Path, experiment, config, seed: int) -> list[Path]:
     """Training loss and evaluation curves of the first seed of every training run."""
-    train, evals = {}, {}
+    train: dict[str, tuple[list[float], list[float]]] = {}
+    evals: dict[str, dict[str, tuple[list[float], list[float]]]] = {}  # metric -> run -> curve
     for name, row in training_runs(experiment, config).items():
         folder = seed_folder(run_dir, row, seed)
         log = read_csv(folder / "train.csv")
@@ -76,12 +77,13 @@ def _curves(run_dir: Path, experiment, config, seed: int) -> list[Path]:
             train[name] = (log["step"], log["loss"])
         log = read_csv(folder / "eval.csv")
         for key in (k for k in log if k != "step"):
-            evals[f"{name} ({key})"] = (log["step"], log[key])
+            evals.setdefault(key, {})[name] = (log["step"], log[key])
     paths = []
     if train:
         paths.append(plot_curves(train, run_dir / "figures" / "training_loss.png", "training loss", experiment.name))
-    if evals:
-        paths.append(plot_curves(evals, run_dir / "figures" / "evaluation.png", "held-out metric", experiment.name))
+    for key, curves in evals.items():  # one figure per held-out metric, every run on it
+        paths.append(plot_curves(curves, run_dir / "figures" / f"evaluation_{slug(key)}.png", f"held-out {key}",
+                                 experiment.name))
     return paths
 
 
