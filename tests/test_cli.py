@@ -94,6 +94,7 @@ def _error_line(capsys) -> str:
         (["run", "vae-mnist", "--seeds", "two"], "--seeds: expected int"),
         (["run", "vae-mnist", "--device", "tpu"], "unknown --device 'tpu'"),
         (["run", "vae-mnist", "--jobs", "0"], "--jobs must be at least 1"),
+        (["run", "asr-count", "--set", "box_bounds=[30,20,3]"], "box_bounds needs (c_min, c_max, eps)"),
         (["run", "vae-mnist", "--jobs", "2", "--devices", "2"], "use either --jobs"),
         (["run", "vae-mnist", "--data-dir", "/nonexistent/mnist"], "MNIST folder /nonexistent/mnist does not exist"),
         (["run", "sentiment-but", "--data-dir", "/nonexistent/text"], "sentiment data folder not found"),

@@ -255,8 +255,8 @@ class ASRCount(_ASRExperiment):
     presets = {
         "smoke": Preset(dict(settings=("13",), n_per_count=48, test_size=32, steps=4, batch_size=16, eval_every=2,
                              eval_examples=16, checkpoint_every=2, log_every=2), 1, "CI smoke run: 1-or-3 only, 4 steps"),
-        "quick": Preset(dict(settings=("13",), steps=4000, batch_size=64, eval_every=500, checkpoint_every=1000), 1,
-                        "1-or-3 only, 4,000 steps of 64 (6.4 epochs) per row instead of 300 epochs, one seed"),
+        "quick": Preset(dict(settings=("13",), steps=2500, batch_size=64, eval_every=500, checkpoint_every=500), 1,
+                        "1-or-3 only, 2,500 steps of 64 (4 epochs) per row instead of 300 epochs, one seed"),
         "full": Preset(dict(steps=2500, batch_size=64, eval_every=500, checkpoint_every=500), 3,
                        "all three settings, 2,500 steps of 64 (4 epochs) per run instead of 300 epochs, 3 seeds "
                        "(27 runs: about 55 minutes with --jobs 2 on 2 cores)"),
@@ -332,8 +332,8 @@ class ASROverlap(_ASRExperiment):
     presets = {
         "smoke": Preset(dict(datasets=("mnist",), n_per_count=32, test_size=16, steps=4, batch_size=16, eval_every=2,
                              eval_examples=16, checkpoint_every=2, log_every=2), 1, "CI smoke run: Multi-MNIST only, 4 steps"),
-        "quick": Preset(dict(datasets=("mnist",), steps=4000, batch_size=64, eval_every=500, checkpoint_every=1000), 1,
-                        "Multi-MNIST only, 4,000 steps of 64 (12.8 epochs), one seed"),
+        "quick": Preset(dict(datasets=("mnist",), steps=2500, batch_size=64, eval_every=500, checkpoint_every=500), 1,
+                        "Multi-MNIST only, 2,500 steps of 64 (8 epochs), one seed"),
         "full": Preset(dict(steps=2500, batch_size=64, eval_every=500, checkpoint_every=500), 3,
                        "both data sets, 2,500 steps of 64 (8 epochs) instead of 300 epochs, 3 seeds "
                        "(18 runs: about 35 minutes with --jobs 2 on 2 cores)"),
