@@ -215,3 +215,20 @@ def test_bad_config_after_construction_and_bad_split_raise(cache):
         multi_mnist(config)
     with pytest.raises(UserError, match="split"):
         multi_dsprites(SceneConfig(counts=(1,), n_per_count=2), split="valid")
+
+
+def test_draw_boxes_outlines_each_step_in_its_colour_at_any_zoom():
+    from kdgm.report.figures import STEP_COLOURS, draw_boxes
+
+    images = torch.zeros(1, 1, 10, 10)
+    boxes = torch.tensor([[[2.0, 3.0, 6.0, 8.0], [0.0, 0.0, 10.0, 10.0]]])  # (1, T=2, 4) half-open pixel boxes
+    for zoom in (1, 2):
+        rgb = draw_boxes(images, boxes, torch.tensor([[True, False]]), zoom=zoom)  # the second box is absent
+        assert rgb.shape == (1, 3, 10 * zoom, 10 * zoom)
+        drawn = (rgb != 0).any(1)[0]  # (S, S) outline pixels
+        x0, y0, x1, y1 = (int(v) * zoom for v in boxes[0, 0])
+        expected = torch.zeros_like(drawn)
+        expected[y0:y1, [x0, x1 - 1]] = True
+        expected[[y0, y1 - 1], x0:x1] = True
+        assert torch.equal(drawn, expected)
+        assert torch.allclose(rgb[0, :, y0, x0], STEP_COLOURS[0])

@@ -38,6 +38,7 @@ DATASET_NAMES = {"mnist": "Multi-MNIST", "dsprites": "Multi-dSprites"}
 # c_max sets their final size: on 1-or-3 (one seed, MLP image encoder) 25 px gave mIoU 0.41 after 4,000 steps and
 # 22 px 0.45 after 2,500; windows without F6 grow to 44 px (mIoU 0.16).
 BOX_BOUNDS = {"mnist": (16.0, 22.0, EPS), "dsprites": (C_MIN, C_MAX, EPS)}
+FIGURE_ZOOM = 2  # figures show 100 x 100 scenes, so that box outlines do not hide the digits
 BOX_TERMS = ("inside_left", "inside_right", "inside_top", "inside_bottom", "scale_range")  # F2–F6
 
 
@@ -182,15 +183,16 @@ class _ASRExperiment(Experiment):
         out = model(batch.x)
         boxes, counts = inferred_boxes(out.z_where, out.z_pres, batch.x.shape[-1])  # (N, T, 4), (N,)
         present = torch.arange(boxes.shape[1], device=counts.device)[None] < counts[:, None]  # (N, T)
-        data = draw_boxes(batch.x, boxes, present)
-        recon = draw_boxes(out.canvas.clamp(0, 1), boxes, present)
-        pairs = torch.stack([data, recon], 1).flatten(0, 1)  # (2N, 3, S, S): scene, reconstruction
+        data = draw_boxes(batch.x, boxes, present, zoom=FIGURE_ZOOM)
+        recon = draw_boxes(out.canvas.clamp(0, 1), boxes, present, zoom=FIGURE_ZOOM)
+        pairs = torch.stack([data, recon], 1).flatten(0, 1)  # (2N, 3, zS, zS): scene, reconstruction
         images, z_where, z_pres = model.sample(16, torch.Generator().manual_seed(0))
         sample_boxes, sample_counts = inferred_boxes(z_where, z_pres, images.shape[-1])
         sample_present = torch.arange(sample_boxes.shape[1], device=sample_counts.device)[None] < sample_counts[:, None]
         return [
             save_image_grid(pairs, folder / "reconstructions.png", nrow=8),
-            save_image_grid(draw_boxes(images.clamp(0, 1), sample_boxes, sample_present), folder / "samples.png", nrow=8),
+            save_image_grid(draw_boxes(images.clamp(0, 1), sample_boxes, sample_present, zoom=FIGURE_ZOOM),
+                            folder / "samples.png", nrow=8),
         ]
 
     def samples(self, model: nn.Module, n: int, generator: torch.Generator):

@@ -57,19 +57,23 @@ def plot_curves(series: dict[str, tuple[list[float], list[float]]], path: Path, 
 STEP_COLOURS = torch.tensor([[1.0, 0.2, 0.2], [0.2, 0.9, 0.2], [0.3, 0.5, 1.0], [1.0, 0.9, 0.2], [1.0, 0.3, 1.0]])
 
 
-def draw_boxes(images: Tensor, boxes: Tensor, present: Tensor) -> Tensor:
+def draw_boxes(images: Tensor, boxes: Tensor, present: Tensor, zoom: int = 1) -> Tensor:
     """Grey images with the outline of each present box in the colour of its step.
 
     Args:
         images: (N, 1, S, S) in [0, 1].
         boxes: (N, T, 4) pixel boxes ``(x_min, y_min, x_max, y_max)``.
         present: (N, T) which boxes to draw.
+        zoom: enlarge the images this many times (nearest neighbour) first, so that a one-pixel outline does not
+            hide a small object.
 
     Returns:
-        (N, 3, S, S) RGB images.
+        (N, 3, zoom·S, zoom·S) RGB images.
     """
+    images = images.detach().float().cpu().repeat_interleave(zoom, -1).repeat_interleave(zoom, -2)
+    boxes = boxes * zoom
     n, _, size, _ = images.shape
-    rgb = images.detach().float().cpu().expand(n, 3, size, size).clone()
+    rgb = images.expand(n, 3, size, size).clone()
     grid = torch.arange(size, dtype=torch.float32)
     for t in range(boxes.shape[1]):
         x0, y0, x1, y1 = (boxes[:, t, i].detach().float().cpu().round()[:, None] for i in range(4))  # (N, 1)
