@@ -66,6 +66,12 @@ def test_smoke_run_of_every_experiment(name, tmp_path, cli_env, capsys, monkeypa
     (run_dir / "metrics.json").unlink()
     assert main(["report", str(run_dir)]) == 0
     assert (run_dir / "metrics.json").read_text() == before
+    # model figures redraw from the checkpoints
+    model_figures = [p for p in (run_dir / "figures").rglob("*.png") if p.parent != run_dir / "figures"]
+    for png in model_figures:
+        png.unlink()
+    assert main(["report", str(run_dir), "--figures"]) == 0
+    assert all(png.exists() for png in model_figures)
 
 
 def test_sample_writes_a_png(tmp_path, cli_env, capsys):

@@ -55,6 +55,7 @@ def _parser() -> ArgumentParser:
 
     report = _Parser()
     report.add_argument("run_dir", type=str, help="A run folder written by kdgm run.")
+    report.add_argument("--figures", action="store_true", help="Also draw the model figures again from checkpoints.")
     commands.add_subcommand("report", report, help="Rebuild metrics.json and report.md from a run's saved results.")
 
     sample = _Parser()
@@ -99,6 +100,10 @@ def _report(args) -> None:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").exists():
         raise UserError(f"{run_dir} is not a kdgm run folder (no config.yaml)")
+    if args.figures:
+        from kdgm.experiments.runner import redraw_figures
+
+        print(f"figures: {len(redraw_figures(run_dir))} drawn")
     print(f"report: {build_report(run_dir)}")
 
 

@@ -270,6 +270,26 @@ def load_trained_model(run_dir: Path, row_name: str | None = None, seed: int | N
     return experiment, cfg, model.eval()
 
 
+def redraw_figures(run_dir: Path) -> list[Path]:
+    """Draw each training run's model figures again from the first seed's checkpoint (after the figure code
+    changed, or for a run whose figures were lost); returns the files written."""
+    from kdgm.experiments import EXPERIMENTS
+
+    run_dir = Path(run_dir)
+    record = read_run_config(run_dir)
+    experiment = EXPERIMENTS[record["experiment"]]
+    config = cfgmod.from_dict(experiment.config_class, record["config"])
+    paths = []
+    for row in training_runs(experiment, config).values():
+        if not (seed_folder(run_dir, row, record["seeds"][0]) / "checkpoints" / LAST).exists():
+            continue
+        _, cfg, model = load_trained_model(run_dir, row.name)
+        _, test = experiment.data(cfg)
+        with torch.no_grad():
+            paths += experiment.figures(cfg, model, test, run_dir / "figures" / slug(row.run_name))
+    return paths
+
+
 def read_run_config(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
