@@ -17,7 +17,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	rm -rf runs/demo
-	$(BIN)/kdgm run vae-mnist --preset quick --out runs/demo
+	$(BIN)/kdgm run asr-count --preset quick --jobs 2 --out runs/demo
 	@echo "open runs/demo/report.md"
 
 test: $(STAMP)
@@ -25,6 +25,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/vae_throughput.py
+	$(BIN)/python bench/air_step.py
 
 clean:
 	rm -rf $(VENV) runs
