@@ -21,7 +21,8 @@ from kdgm.data.scenes import SceneConfig, multi_dsprites, multi_mnist
 from kdgm.errors import UserError
 from kdgm.experiments.base import Experiment, Metric, Preset, Row, TrainConfig
 from kdgm.knowledge.structural import (
-    C_MAX, C_MIN, COUNT_WEIGHTS, EPS, OVERLAP_NAMES, OVERLAP_WEIGHTS, StructuralPenalty, count_functionals, overlap_functionals,
+    C_MAX, C_MIN, COUNT_WEIGHTS, EPS, OVERLAP_NAMES, OVERLAP_WEIGHTS, StructuralPenalty, count_functionals,
+    overlap_functionals,
 )
 from kdgm.metrics.scenes import InkThresholdCounter, inferred_boxes, matched_miou, squared_error
 from kdgm.models.air import AIR
@@ -102,7 +103,9 @@ class ASRConfig(TrainConfig):
         if len(self.count_weights) != 2 or len(self.overlap_weights) != 7:
             raise UserError("count_weights needs 2 values (λ₁, λ₂) and overlap_weights 7 (λ₁..λ₇)")
         if self.box_bounds and (len(self.box_bounds) != 3 or not 0 <= self.box_bounds[0] <= self.box_bounds[1]):
-            raise UserError(f"box_bounds needs (c_min, c_max, eps) with 0 <= c_min <= c_max, got {list(self.box_bounds)}")
+            raise UserError(
+                f"box_bounds needs (c_min, c_max, eps) with 0 <= c_min <= c_max, got {list(self.box_bounds)}"
+            )
         if self.n_per_count < 1 or self.test_size < len(self.counts) or self.eval_examples < 1:
             raise UserError("n_per_count, eval_examples must be positive and test_size at least one scene per count")
 
