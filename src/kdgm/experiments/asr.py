@@ -305,7 +305,8 @@ def _model_differences(config: ASRConfig) -> list[str]:
         lines.append(
             "Gaussian likelihood (σ = 0.3) on the summed canvas, which section 2 allows beside the Bernoulli; the "
             "paper's nELBO looks Bernoulli, so our nELBO is in other units and not comparable. With the Bernoulli "
-            "canvas clamped at 1, two windows on one digit cost nothing and AIR-ASR said 4 for 2-digit scenes."
+            "canvas clamped at 1, two windows on one digit cost nothing: on 2-or-4, AIR-ASR said 4 for 62% of the "
+            "2-digit scenes (Gaussian: 21%; one seed, 2,000-2,500 steps)."
         )
     if config.image_encoder == "conv" or config.decoder_bias or config.lr_schedule == "cosine":
         lines.append(
