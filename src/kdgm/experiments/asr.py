@@ -363,6 +363,8 @@ class ASROverlap(_ASRExperiment):
             f"{config.n_per_count} training scenes and {config.test_size} test scenes of 3 non-overlapping objects "
             "(paper: 20,000 and 1,000); Multi-dSprites rendered by kdgm (squares, ellipses, hearts; 6 scales, 40 angles).",
             "T = 3 steps with z_pres fixed to 1, as the paper does for a known count.",
-            f"F6/F7 bounds (c_min, c_max, ε) = {tuple(round(b, 1) for b in config.bounds)} px for this data set.",
+            "F6/F7 bounds (c_min, c_max, ε) in px: " + "; ".join(
+                f"{DATASET_NAMES[name]} {tuple(config.box_bounds or BOX_BOUNDS[name])}" for name in config.datasets
+            ) + ".",
             *_model_differences(config),
         ]

@@ -263,7 +263,8 @@ class AIR(nn.Module):
             latents (Xu et al. 2019 section 6.2: "we simply set both the generative and inference steps to 3").
         image_encoder: how the guide LSTM sees the image: ``"mlp"`` (AIR's choice, one ReLU layer over the raw
             pixels) or ``"conv"`` (two strided 5x5 convolutions, then that layer): translation-equivariant features
-            that locate objects more precisely, at about 3 ms per batch of 64.
+            that locate objects more precisely, for about 5 ms more per training step at batch 64 on 2 CPU cores
+            (``bench/air_step.py``: 0.056 vs 0.051 s for AIR-pPrior).
         decoder_bias: initial bias of the decoder's output logits; negative values start objects transparent
             (pyro's AIR example uses -2), so that early, unplaced windows do not paint grey squares.
     """
