@@ -63,7 +63,8 @@ def main() -> None:
             if i >= args.warmup:
                 times[name].append(time.perf_counter() - start)
 
-    print(f"AIR T=3 ({args.image_encoder} image encoder), batch {args.batch_size} on {args.device}, torch threads {torch.get_num_threads()}, "
+    print(f"AIR T=3 ({args.image_encoder} image encoder), batch {args.batch_size} on {args.device}, "
+          f"torch threads {torch.get_num_threads()}, "
           f"{args.steps} steps per variant (fused Adam)")
     print(f"{'variant':<12}{'s/step (median)':>17}{'images/s':>10}")
     for name, seconds in times.items():
