@@ -15,15 +15,14 @@ import pytest
 from conftest import kdgm_command, sentiment_data_dir
 from kdgm.cli import main
 from kdgm.experiments import EXPERIMENTS
-from kdgm import config as cfgmod
-from kdgm.experiments.runner import read_run_config, slug
+from kdgm.experiments.runner import load_run, slug
 
 
 def check_metrics(run_dir: Path, name: str, preset: str = "smoke") -> dict:
     """metrics.json has the documented shape, with finite numbers for every row and metric."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    experiment = EXPERIMENTS[name]
-    config = cfgmod.from_dict(experiment.config_class, read_run_config(run_dir)["config"])
+    _, experiment, config = load_run(run_dir)
+    assert experiment is EXPERIMENTS[name]
     paper = experiment.paper_numbers(config)
     assert metrics["experiment"] == name and metrics["preset"] == preset
     active = [row for row in experiment.rows if experiment.row_active(row, config)]

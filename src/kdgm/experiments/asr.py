@@ -9,7 +9,7 @@ no training and is read from the AIR-ASR run's evaluation, so the report shows w
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -364,7 +364,7 @@ class ASROverlap(_ASRExperiment):
             "(paper: 20,000 and 1,000); Multi-dSprites rendered by kdgm (squares, ellipses, hearts; 6 scales, 40 angles).",
             "T = 3 steps with z_pres fixed to 1, as the paper does for a known count.",
             "F6/F7 bounds (c_min, c_max, ε) in px: " + "; ".join(
-                f"{DATASET_NAMES[name]} {tuple(config.box_bounds or BOX_BOUNDS[name])}" for name in config.datasets
+                f"{DATASET_NAMES[name]} {replace(config, dataset=name).bounds}" for name in config.datasets
             ) + ".",
             *_model_differences(config),
         ]

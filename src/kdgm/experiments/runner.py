@@ -248,42 +248,49 @@ def run(request: RunRequest) -> Path:
     return run_dir
 
 
-def load_trained_model(run_dir: Path, row_name: str | None = None, seed: int | None = None):
-    """(experiment, row config, model) with the weights of a finished or checkpointed run."""
+def load_run(run_dir: Path) -> tuple[dict[str, Any], Experiment, TrainConfig]:
+    """(``config.yaml`` record, experiment, typed base config) of a run folder."""
     from kdgm.experiments import EXPERIMENTS
 
-    run_dir = Path(run_dir)
     record = read_run_config(run_dir)
     experiment = EXPERIMENTS[record["experiment"]]
-    config = cfgmod.from_dict(experiment.config_class, record["config"])
-    rows = {row.name: row for row in experiment.rows}
-    if row_name is not None and row_name not in rows:
-        raise UserError(f"unknown row {row_name!r} (rows: {', '.join(rows)})")
-    row = rows[row_name] if row_name is not None else experiment.rows[0]
-    seed = record["seeds"][0] if seed is None else seed
+    return record, experiment, cfgmod.from_dict(experiment.config_class, record["config"])
+
+
+def _restore(run_dir: Path, experiment: Experiment, config: TrainConfig, row: Row, seed: int):
+    """(row config, model in eval mode) with the weights of ``row``'s last checkpoint for ``seed``."""
     ckpt = seed_folder(run_dir, row, seed) / "checkpoints" / LAST
     if not ckpt.exists():
         raise UserError(f"no checkpoint for row {row.name!r} seed {seed} in {run_dir}; train it with kdgm run first")
     cfg = row_config(experiment, config, row)
     model = experiment.build_model(cfg)
     _unwrap(model).load_state_dict(load_checkpoint(ckpt)["model"])
-    return experiment, cfg, model.eval()
+    return cfg, model.eval()
+
+
+def load_trained_model(run_dir: Path, row_name: str | None = None, seed: int | None = None):
+    """(experiment, row config, model) with the weights of a finished or checkpointed run."""
+    run_dir = Path(run_dir)
+    record, experiment, config = load_run(run_dir)
+    rows = {row.name: row for row in experiment.rows}
+    if row_name is not None and row_name not in rows:
+        raise UserError(f"unknown row {row_name!r} (rows: {', '.join(rows)})")
+    row = rows[row_name] if row_name is not None else experiment.rows[0]
+    cfg, model = _restore(run_dir, experiment, config, row, record["seeds"][0] if seed is None else seed)
+    return experiment, cfg, model
 
 
 def redraw_figures(run_dir: Path) -> list[Path]:
     """Draw each training run's model figures again from the first seed's checkpoint (after the figure code
     changed, or for a run whose figures were lost); returns the files written."""
-    from kdgm.experiments import EXPERIMENTS
-
     run_dir = Path(run_dir)
-    record = read_run_config(run_dir)
-    experiment = EXPERIMENTS[record["experiment"]]
-    config = cfgmod.from_dict(experiment.config_class, record["config"])
+    record, experiment, config = load_run(run_dir)
+    seed = record["seeds"][0]
     paths = []
     for row in training_runs(experiment, config).values():
-        if not (seed_folder(run_dir, row, record["seeds"][0]) / "checkpoints" / LAST).exists():
+        if not (seed_folder(run_dir, row, seed) / "checkpoints" / LAST).exists():
             continue
-        _, cfg, model = load_trained_model(run_dir, row.name)
+        cfg, model = _restore(run_dir, experiment, config, row, seed)
         _, test = experiment.data(cfg)
         with torch.no_grad():
             paths += experiment.figures(cfg, model, test, run_dir / "figures" / slug(row.run_name))

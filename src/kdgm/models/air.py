@@ -328,8 +328,7 @@ class AIR(nn.Module):
         self.baseline_net = mlp((hidden, baseline_hidden, 1), nn.ReLU)
         with torch.no_grad():
             self.decoder[-1].bias.fill_(decoder_bias)
-        # windows start at the prior's mean scale and at the image centre, with moderate spread
-        with torch.no_grad():
+            # windows start at the prior's mean scale and at the image centre, with moderate spread
             self.guide_head.bias[1:] = torch.tensor(_where_raw(where_prior_loc, (0.1, 0.2, 0.2)))
 
         pres_logit = math.log(pres_prior / (1 - pres_prior))

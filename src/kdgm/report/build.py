@@ -16,24 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from kdgm.errors import UserError
-from kdgm.experiments.runner import RESULT, read_run_config, seed_folder, slug, training_runs, write_json
+from kdgm.experiments.runner import RESULT, load_run, seed_folder, slug, training_runs, write_json
 from kdgm.report.figures import plot_curves
 from kdgm.train.logs import read_csv
 
 
-def _load_run(run_dir: Path):
-    """(config.yaml record, experiment, typed config) of a run folder."""
-    from kdgm import config as cfgmod
-    from kdgm.experiments import EXPERIMENTS
-
-    record = read_run_config(run_dir)
-    experiment = EXPERIMENTS[record["experiment"]]
-    return record, experiment, cfgmod.from_dict(experiment.config_class, record["config"])
-
-
-def collect(run_dir: Path) -> dict[str, Any]:
-    """Aggregate every finished (row, seed) of ``run_dir`` into the ``metrics.json`` structure."""
-    record, experiment, config = _load_run(run_dir)
+def collect(run_dir: Path, run: tuple | None = None) -> dict[str, Any]:
+    """Aggregate every finished (row, seed) of ``run_dir`` into the ``metrics.json`` structure (``run``: the folder's
+    :func:`~kdgm.experiments.runner.load_run`, read here when not given)."""
+    record, experiment, config = run or load_run(run_dir)
     paper = experiment.paper_numbers(config)
     rows: dict[str, Any] = {}
     for row in experiment.rows:
@@ -87,9 +78,9 @@ def _curves(run_dir: Path, experiment, config, seed: int) -> list[Path]:
     return paths
 
 
-def render(run_dir: Path, metrics: dict[str, Any]) -> str:
+def render(run_dir: Path, metrics: dict[str, Any], run: tuple | None = None) -> str:
     """The Markdown report: the paper-style table, the set-up differences, the figures."""
-    record, experiment, config = _load_run(run_dir)
+    record, experiment, config = run or load_run(run_dir)
     preset = experiment.presets.get(record["preset"])
     seeds = record["seeds"]
     lines = [
@@ -144,10 +135,10 @@ def render(run_dir: Path, metrics: dict[str, Any]) -> str:
 def build_report(run_dir: Path) -> Path:
     """Write ``metrics.json``, the curve figures and ``report.md``; return the report's path."""
     run_dir = Path(run_dir)
-    metrics = collect(run_dir)
-    _, experiment, config = _load_run(run_dir)
-    _curves(run_dir, experiment, config, metrics["seeds"][0])
+    run = load_run(run_dir)  # read config.yaml once for all three parts
+    metrics = collect(run_dir, run)
+    _curves(run_dir, run[1], run[2], metrics["seeds"][0])
     write_json(run_dir / "metrics.json", metrics)
     report = run_dir / "report.md"
-    report.write_text(render(run_dir, metrics))
+    report.write_text(render(run_dir, metrics, run))
     return report
