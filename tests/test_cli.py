@@ -15,13 +15,14 @@ import pytest
 from conftest import kdgm_command, sentiment_data_dir
 from kdgm.cli import main
 from kdgm.experiments import EXPERIMENTS
-from kdgm.experiments.runner import load_run, slug
+from kdgm.experiments.rundir import load_run, slug, training_runs
 
 
 def check_metrics(run_dir: Path, name: str, preset: str = "smoke") -> dict:
     """metrics.json has the documented shape, with finite numbers for every row and metric."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    _, experiment, config = load_run(run_dir)
+    run = load_run(run_dir)
+    experiment, config = run.experiment, run.config
     assert experiment is EXPERIMENTS[name]
     paper = experiment.paper_numbers(config)
     assert metrics["experiment"] == name and metrics["preset"] == preset
@@ -71,6 +72,19 @@ def test_smoke_run_of_every_experiment(name, tmp_path, cli_env, capsys, monkeypa
         png.unlink()
     assert main(["report", str(run_dir), "--figures"]) == 0
     assert all(png.exists() for png in model_figures)
+    # the periodic evaluation logs exactly the metrics that select may name
+    experiment, config = EXPERIMENTS[name], load_run(run_dir).config
+    for row in training_runs(experiment, config).values():
+        header = (run_dir / "rows" / slug(row.run_name) / "seed0" / "eval.csv")
+        if config.eval_every and header.exists():
+            assert header.read_text().splitlines()[0].split(",")[1:] == list(experiment.progress_metrics)
+    # samples, or one line saying the experiment has none
+    capsys.readouterr()
+    code = main(["sample", str(run_dir), "--n", "4", "--out", str(tmp_path / "grid.png")])
+    if experiment.has_samples:
+        assert code == 0 and (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+    else:
+        assert code == 2 and "has no generative samples" in _error_line(capsys)
 
 
 def test_sample_writes_a_png(tmp_path, cli_env, capsys):
@@ -122,7 +136,7 @@ def test_existing_run_and_bad_resume_are_user_errors(tmp_path, cli_env, capsys):
     assert main(["run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir)]) == 2
     assert "already holds a run" in _error_line(capsys)
     assert main(["run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir), "--resume", "--set", "steps=7"]) == 2
-    assert "different config" in _error_line(capsys)
+    assert "started with different options (steps: 20 -> 7" in _error_line(capsys)
     assert main(["run", "vae-mnist", "--preset", "smoke", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "nothing to resume" in _error_line(capsys)
     # a corrupt checkpoint of an unfinished run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdgm.models import MODELS
+from kdgm.model_suite import MODELS
 
 
 @pytest.fixture(params=list(MODELS), ids=list(MODELS))

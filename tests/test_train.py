@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
 from kdgm import config as cfgmod
 from kdgm.data.batch import ImageBatch
-from kdgm.data.loader import BatchLoader
-from kdgm.errors import UserError
+from kdgm.data.loader import BatchLoader, endless
+from kdgm.errors import NonFiniteError, UserError
 from kdgm.experiments.base import TrainConfig
 from kdgm.models.vae import VAE
 from kdgm.objectives.elbo import ELBO
@@ -101,28 +103,113 @@ def test_corrupt_or_foreign_checkpoints_are_user_errors(tmp_path):
         load_checkpoint(tmp_path / "other.ckpt")
 
 
-def _train(folder, max_steps, checkpoint_every=0):
-    fabric = make_fabric("cpu")
+def _updater(lr=1e-2, hidden=(32,), extra_phase=False):
     torch.manual_seed(0)
-    model = VAE(z_dim=4, hidden=(32,))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model = VAE(z_dim=4, hidden=hidden)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(12, 2))
-    updater = PhasedUpdater(model, [Phase("main", ELBO(), optimizer, scheduler)])
+    phases = [Phase("main", ELBO(), optimizer, scheduler)]
+    if extra_phase:  # a second phase drawing its own batches, as a φ-step on held-out data does
+        decoder = torch.optim.SGD(model.parameters(), lr=1e-3)
+        phases.append(Phase("held_out", ELBO(), decoder, batches=endless(BatchLoader(Tiny(24), 8, seed=9))))
+    return model, PhasedUpdater(model, phases)
+
+
+def _train(folder, max_steps, checkpoint_every=0, resume=True, identity=None, **kwargs):
+    model, updater = _updater(**kwargs)
     loader = BatchLoader(Tiny(40), 8, seed=5)
-    result = fit(fabric, updater, loader, max_steps=max_steps, folder=folder, checkpoint_every=checkpoint_every,
-                 log_every=1, tensorboard=False, progress_bar=False)
+    result = fit(make_fabric("cpu"), updater, loader, max_steps=max_steps, folder=folder, resume=resume,
+                 identity=identity, checkpoint_every=checkpoint_every, log_every=1, tensorboard=False,
+                 progress_bar=False)
     return model, result
 
 
-def test_resumed_training_equals_uninterrupted_training(tmp_path):
-    straight, _ = _train(tmp_path / "a", 12)
-    _train(tmp_path / "b", 7)  # "killed" after 7 steps: its last checkpoint is at step 7
-    resumed, result = _train(tmp_path / "b", 12)
+@pytest.mark.parametrize("extra_phase", [False, True], ids=["one-phase", "phase-with-own-batches"])
+def test_resumed_training_equals_uninterrupted_training(tmp_path, extra_phase):
+    straight, _ = _train(tmp_path / "a", 12, extra_phase=extra_phase)
+    _train(tmp_path / "b", 7, extra_phase=extra_phase)  # "killed" after 7 steps: its last checkpoint is at step 7
+    resumed, result = _train(tmp_path / "b", 12, extra_phase=extra_phase)
     assert result.resumed_from == 7 and result.steps == 12
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
-        torch.testing.assert_close(p, q, msg=name)
+        assert torch.equal(p, q), name  # bit-identical, not merely close
     log = read_csv(tmp_path / "b" / "train.csv")
     assert log["step"] == list(map(float, range(1, 13)))
+
+
+def test_a_fresh_fit_refuses_an_old_checkpoint_and_resume_refuses_a_foreign_one(tmp_path):
+    _train(tmp_path, 4, identity="run-a")
+    with pytest.raises(UserError, match="earlier run's checkpoint; pass resume=True"):
+        _train(tmp_path, 8, resume=False, identity="run-a")
+    with pytest.raises(UserError, match="written by another run"):
+        _train(tmp_path, 8, identity="run-b")
+    with pytest.raises(UserError, match=r"'encoder.*' has shape .* there and .* here"):
+        _train(tmp_path, 8, identity="run-a", hidden=(16,))
+    with pytest.raises(UserError, match="no optimizer state for phase 'held_out'"):
+        _train(tmp_path, 8, identity="run-a", extra_phase=True)
+    assert load_checkpoint(tmp_path / "checkpoints" / LAST)["step"] == 4  # refused runs wrote nothing
+
+
+def test_non_finite_training_keeps_the_last_good_checkpoint_and_names_the_step(tmp_path):
+    with pytest.raises(NonFiniteError, match=r"non-finite at step (\d+); the last good checkpoint is step (\d+)") as err:
+        _train(tmp_path, 40, checkpoint_every=1, lr=1e12)  # --set lr=1e12: finite for a step or two, then not
+    bad, good = map(int, re.search(r"step (\d+); the last good checkpoint is step (\d+)", str(err.value)).groups())
+    kept = load_checkpoint(tmp_path / "checkpoints" / LAST)
+    assert kept["step"] == good < bad
+    assert all(torch.isfinite(t).all() for t in kept["model"].values())
+
+
+def test_a_nan_loss_at_a_known_step_is_reported_at_that_step(tmp_path):
+    class NaNAtStep5(ELBO):
+        calls = 0
+
+        def __call__(self, model, batch):
+            out = super().__call__(model, batch)
+            NaNAtStep5.calls += 1
+            return out if NaNAtStep5.calls != 5 else type(out)(out.total * float("nan"), out.terms)
+
+    model = VAE(z_dim=4, hidden=(32,))
+    updater = PhasedUpdater(model, [Phase("main", NaNAtStep5(), torch.optim.SGD(model.parameters(), lr=0.0))])
+    with pytest.raises(NonFiniteError, match="at step 5; nothing was saved"):
+        fit(make_fabric("cpu"), updater, BatchLoader(Tiny(40), 8), max_steps=20, folder=tmp_path,
+            checkpoint_every=10, log_every=10, tensorboard=False, progress_bar=False)
+    assert not (tmp_path / "checkpoints" / LAST).exists()
+
+
+def test_fit_sets_train_mode_and_an_updater_fits_twice(tmp_path):
+    model, updater = _updater()
+    model.eval()
+    loader = BatchLoader(Tiny(40), 8, seed=5)
+    fit(make_fabric("cpu"), updater, loader, max_steps=2, progress_bar=False)
+    assert model.training
+    result = fit(make_fabric("cpu"), updater, loader, max_steps=3, progress_bar=False)  # continues on a new Fabric
+    assert result.steps == 3
+
+
+def test_stale_temporary_checkpoint_files_are_removed(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / ".last.ckpt.abc.tmp").write_bytes(b"half a checkpoint")
+    _train(tmp_path, 2)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [LAST]
+
+
+def test_numpy_rng_position_survives_a_checkpoint():
+    np.random.seed(0)
+    np.random.random(3)  # mid-block: position != 624
+    state = rng_state()
+    expected = np.random.random(4)
+    np.random.random(100)
+    set_rng_state(state)
+    assert np.array_equal(np.random.random(4), expected)
+
+
+def test_endless_batches_resume_where_they_stopped():
+    loader = BatchLoader(Tiny(24), 8, seed=2)
+    straight = [b.y for b, _ in zip(endless(loader), range(7))]
+    first = endless(BatchLoader(Tiny(24), 8, seed=2))
+    [next(first) for _ in range(4)]
+    again = endless(BatchLoader(Tiny(24), 8, seed=2))
+    again.load_state_dict(first.state_dict())
+    assert all(torch.equal(a, b.y) for a, b in zip(straight[4:], [next(again) for _ in range(3)]))
 
 
 def test_warmup_cosine_schedule():
@@ -150,8 +237,13 @@ def test_overrides_are_type_checked():
         cfgmod.apply(Cfg(), {"stesp": "5"}, parse_strings=True)
     with pytest.raises(UserError, match="lr_schedule: expected one of"):
         cfgmod.apply(Cfg(), {"lr_schedule": "linear"}, parse_strings=True)
-    with pytest.raises(UserError, match="steps must be at least 1"):
+    with pytest.raises(UserError, match="steps must be positive"):
         cfgmod.apply(Cfg(), {"steps": "0"}, parse_strings=True)
+    for value in ("nan", ".nan", "inf", "-.inf", "1e999"):
+        with pytest.raises(UserError, match="lr: expected a finite number"):
+            cfgmod.apply(Cfg(), {"lr": value}, parse_strings=True)
+    with pytest.raises(UserError, match="lr must be positive and finite"):
+        Cfg(lr=float("nan")).validate()  # built in Python, past the command-line parser
     with pytest.raises(UserError, match="key=value"):
         cfgmod.parse_assignments(["steps5"])
 

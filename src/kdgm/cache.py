@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -36,11 +37,15 @@ def cached_arrays(key: str, build: Callable[[], dict[str, np.ndarray]]) -> dict[
         try:
             with np.load(path) as stored:
                 return {name: stored[name] for name in stored.files}
-        except (OSError, ValueError, EOFError):
-            pass  # a damaged entry is rebuilt below
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+            path.unlink(missing_ok=True)  # a damaged entry (a truncated write, a disk error) is rebuilt below
     arrays = build()
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    with os.fdopen(fd, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return arrays

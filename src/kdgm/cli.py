@@ -1,13 +1,18 @@
 """The ``kdgm`` command line: ``list``, ``run``, ``report``, ``sample``.
 
-User errors (unknown experiment, preset or key, a value of the wrong type, missing data, a corrupt checkpoint)
-print one line on stderr and exit with code 2; nothing is written before the request has been checked.
+User errors (unknown experiment, preset or key, a value of the wrong type, missing data, a corrupt checkpoint, a
+folder that cannot be written, training that went non-finite) print one line on stderr and exit with code 2;
+nothing is written before the request has been checked. Any other exception is a bug: it prints one line too, exits
+with code 1 and leaves its traceback in a file the line names (``KDGM_DEBUG=1`` raises it instead).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
@@ -95,11 +100,11 @@ def _run(args) -> None:
 
 
 def _report(args) -> None:
+    from kdgm.experiments.rundir import read_record
     from kdgm.report.build import build_report
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir} is not a kdgm run folder (no config.yaml)")
+    read_record(run_dir)  # one line if this is not a run folder
     if args.figures:
         from kdgm.experiments.runner import redraw_figures
 
@@ -110,30 +115,69 @@ def _report(args) -> None:
 def _sample(args) -> None:
     import torch
 
+    from kdgm.experiments.rundir import load_run
     from kdgm.experiments.runner import load_trained_model
     from kdgm.report.figures import save_image_grid
 
     if args.n < 1:
         raise UserError(f"--n must be at least 1, got {args.n}")
     run_dir = Path(args.run_dir)
+    experiment = load_run(run_dir).experiment
+    if not experiment.has_samples:
+        raise UserError(f"experiment {experiment.name} has no generative samples (it trains classifiers)")
+    path = Path(args.out) if args.out else run_dir / "samples.png"
+    if path.is_dir() or path.suffix.lower() != ".png":
+        raise UserError(f"--out {path} must be a .png file path")
+    if not path.parent.is_dir():
+        raise UserError(f"--out {path}: the folder {path.parent} does not exist")
     experiment, _, model = load_trained_model(run_dir, args.row or None)
     images = experiment.samples(model, args.n, torch.Generator().manual_seed(args.seed))
-    path = Path(args.out) if args.out else run_dir / "samples.png"
     print(f"samples: {save_image_grid(images, path)}")
+
+
+def _interrupted() -> str:
+    from kdgm.experiments import runner
+
+    if runner.active_run_dir is None:
+        return "interrupted before the run folder was written; nothing to resume"
+    return f"interrupted; continue with the same command and --resume (run folder {runner.active_run_dir})"
+
+
+def _internal_error(err: BaseException) -> str:
+    """One line for a bug, with the traceback saved to a file the line names."""
+    fd, path = tempfile.mkstemp(prefix="kdgm-error-", suffix=".log")
+    with os.fdopen(fd, "w") as handle:
+        handle.write("".join(traceback.format_exception(err)))
+    message = " ".join(str(err).split())[:200]
+    return f"internal error {type(err).__name__}: {message} (traceback in {path}; please report it)"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kdgm`` command; returns the exit code."""
+    import torch
+
     try:
         args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
         command = args.command
         {"list": lambda _: _list(), "run": _run, "report": _report, "sample": _sample}[command](args[command])
     except UserError as err:
-        print(f"kdgm: error: {err}", file=sys.stderr)
+        print(f"kdgm: error: {' '.join(str(err).split())}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("kdgm: interrupted; continue with --resume", file=sys.stderr)
+        print(f"kdgm: {_interrupted()}", file=sys.stderr)
         return 130
+    except torch.OutOfMemoryError:
+        print("kdgm: error: out of memory on the device; lower batch_size (--set batch_size=...)", file=sys.stderr)
+        return 2
+    except OSError as err:  # a folder that cannot be written, a full disk, a file where a folder should be
+        where = f" {err.filename}" if err.filename else ""
+        print(f"kdgm: error: cannot access{where}: {err.strerror or err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # noqa: BLE001 - a bug: one line for the user, the traceback in a file
+        if os.environ.get("KDGM_DEBUG"):
+            raise
+        print(f"kdgm: error: {_internal_error(err)}", file=sys.stderr)
+        return 1
     return 0
 
 

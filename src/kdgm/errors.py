@@ -10,3 +10,8 @@ class UserError(Exception):
     """An error caused by the user's input; the message must be one line that says how to fix it."""
 
     exit_code = 2
+
+
+class NonFiniteError(UserError):
+    """Training produced a non-finite loss or weights; nothing non-finite was saved (usually: lower ``lr``, or set
+    ``grad_clip``)."""

@@ -84,10 +84,41 @@ class BatchLoader:
             yield self.dataset.batch(indices[i * self.batch_size : (i + 1) * self.batch_size])
 
 
-def endless(loader: BatchLoader) -> Iterator[Batch]:
-    """The loader's batches epoch after epoch (each epoch in its own seeded order)."""
-    epoch = 0
-    while True:
-        loader.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+class EndlessBatches:
+    """The loader's batches epoch after epoch (each epoch in its own seeded order), resumable.
+
+    Its position (epoch, batches drawn in that epoch) is a state dict, which :class:`kdgm.train.PhasedUpdater`
+    checkpoints for a phase that draws its own batches: a resumed run continues the same sequence instead of
+    starting it over.
+    """
+
+    def __init__(self, loader: BatchLoader) -> None:
+        if len(loader) == 0:
+            raise ValueError(f"the data set gives no full batch of {loader.batch_size}")
+        self.loader = loader
+        self.epoch = 0
+        self.position = 0  # batches already drawn in this epoch
+        self._batches: Iterator[Batch] | None = None
+
+    def __iter__(self) -> "EndlessBatches":
+        return self
+
+    def __next__(self) -> Batch:
+        if self.position == len(self.loader):
+            self.epoch, self.position, self._batches = self.epoch + 1, 0, None
+        if self._batches is None:
+            self.loader.set_epoch(self.epoch)
+            self._batches = self.loader.iter_from(self.position)
+        self.position += 1
+        return next(self._batches)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position, self._batches = int(state["epoch"]), int(state["position"]), None
+
+
+def endless(loader: BatchLoader) -> EndlessBatches:
+    """The loader's batches epoch after epoch, resumable (see :class:`EndlessBatches`)."""
+    return EndlessBatches(loader)

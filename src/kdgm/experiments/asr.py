@@ -19,7 +19,7 @@ from torch import nn
 from kdgm.data.loader import BatchLoader
 from kdgm.data.scenes import SceneConfig, multi_dsprites, multi_mnist
 from kdgm.errors import UserError
-from kdgm.experiments.base import Experiment, Metric, Preset, Row, TrainConfig
+from kdgm.experiments.base import Experiment, ExperimentData, Metric, Preset, Row, TrainConfig
 from kdgm.knowledge.structural import (
     C_MAX, C_MIN, COUNT_WEIGHTS, EPS, OVERLAP_NAMES, OVERLAP_WEIGHTS, StructuralPenalty, count_functionals,
     overlap_functionals,
@@ -94,10 +94,13 @@ class ASRConfig(TrainConfig):
     box_bounds: tuple[float, ...] = ()
     models: tuple[str, ...] = ("AIR", "AIR-pPrior", "AIR-ASR")
 
+    positive = TrainConfig.positive + ("n_per_count", "eval_examples")
+    non_negative = TrainConfig.non_negative + ("counts", "max_steps", "count_weights", "overlap_weights", "box_bounds")
+
     def validate(self) -> None:
         super().validate()
-        if not self.counts or min(self.counts) < 0:
-            raise UserError(f"counts must be non-negative object counts, got {list(self.counts)}")
+        if not self.counts:
+            raise UserError("counts must name at least one object count, e.g. [1, 3]")
         if self.max_steps and self.max_steps < max(self.counts):
             raise UserError(f"max_steps={self.max_steps} cannot infer {max(self.counts)} objects")
         if len(self.count_weights) != 2 or len(self.overlap_weights) != 7:
@@ -106,8 +109,8 @@ class ASRConfig(TrainConfig):
             raise UserError(
                 f"box_bounds needs (c_min, c_max, eps) with 0 <= c_min <= c_max, got {list(self.box_bounds)}"
             )
-        if self.n_per_count < 1 or self.test_size < len(self.counts) or self.eval_examples < 1:
-            raise UserError("n_per_count, eval_examples must be positive and test_size at least one scene per count")
+        if self.test_size < len(self.counts):
+            raise UserError(f"test_size must give at least one scene per count, got {self.test_size}")
 
     @property
     def bounds(self) -> tuple[float, float, float]:
@@ -125,12 +128,14 @@ class _ASRExperiment(Experiment):
     config_class = ASRConfig
     penalty: str  # "count" or "overlap"
 
-    def data(self, config: ASRConfig):
+    progress_metrics = ("acc", "miou")
+
+    def data(self, config: ASRConfig, seed: int = 0) -> ExperimentData:
         make = multi_mnist if config.dataset == "mnist" else multi_dsprites
         scenes = lambda n, split: make(SceneConfig(counts=config.counts, n_per_count=n, overlap=config.overlap), split)  # noqa: E731
-        return scenes(config.n_per_count, "train"), scenes(config.test_size // len(config.counts), "test")
+        return ExperimentData(scenes(config.n_per_count, "train"), scenes(config.test_size // len(config.counts), "test"))
 
-    def build_model(self, config: ASRConfig) -> nn.Module:
+    def build_model(self, config: ASRConfig, data: ExperimentData) -> nn.Module:
         return AIR(max_steps=config.steps_T, prior=config.prior, likelihood=config.likelihood,
                    fixed_count=config.fixed_count, image_encoder=config.image_encoder,
                    decoder_bias=config.decoder_bias)
@@ -152,7 +157,7 @@ class _ASRExperiment(Experiment):
         return StructuralPenalty.for_overlap(base, size=50, weights=dict(zip(OVERLAP_WEIGHTS, config.overlap_weights)),
                                              c_min=c_min, c_max=c_max, eps=eps)
 
-    def phases(self, config: ASRConfig, model: nn.Module) -> list[Phase]:
+    def phases(self, config: ASRConfig, model: nn.Module, data: ExperimentData) -> list[Phase]:
         optimizer = adam(model.parameters(), config)
         return [Phase("main", self.objective(config), optimizer, schedule(optimizer, config), grad_clip=config.grad_clip)]
 
@@ -174,7 +179,7 @@ class _ASRExperiment(Experiment):
         return metrics if final else {"acc": metrics["acc"], "miou": metrics["miou"]}
 
     def _ink_accuracy(self, config: ASRConfig, test) -> float:
-        train, _ = self.data(config)  # cached: rendered once per config
+        train = self.data(config).train  # cached: rendered once per config
         fit_on = train.batch(torch.arange(min(len(train), 10000)))
         counter = InkThresholdCounter(config.counts).fit(fit_on.x, fit_on.counts)
         everything = test.batch(torch.arange(len(test)))

@@ -7,10 +7,11 @@ methods of the flow. It never writes a training loop: :func:`kdgm.train.loop.fit
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -55,20 +56,39 @@ class TrainConfig:
     tensorboard: bool = True
     data_dir: str | None = None
 
+    # Bounds that ``validate`` checks, by field name (every element of a tuple field). Subclasses extend them:
+    # ``positive = TrainConfig.positive + ("k",)``. One declaration instead of one ``if`` per field.
+    positive: ClassVar[tuple[str, ...]] = ("steps", "batch_size", "log_every", "lr")
+    non_negative: ClassVar[tuple[str, ...]] = ("eval_every", "checkpoint_every", "warmup_steps")
+
     def validate(self) -> None:
         """Raise a :class:`UserError` for values no run could use."""
-        for key in ("steps", "batch_size", "log_every"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("eval_every", "checkpoint_every", "warmup_steps"):
-            if getattr(self, key) < 0:
-                raise UserError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise UserError(f"lr must be positive, got {self.lr}")
+        for key, allow_zero in [(k, False) for k in self.positive] + [(k, True) for k in self.non_negative]:
+            value = getattr(self, key)
+            for item in value if isinstance(value, (tuple, list)) else (value,):
+                # ``not (item > 0)`` rather than ``item <= 0``: NaN fails every comparison and must fail here too
+                if item is not None and (not math.isfinite(item) or not (item >= 0 if allow_zero else item > 0)):
+                    shown = list(value) if isinstance(value, (tuple, list)) else value
+                    raise UserError(f"{key} must be {'>= 0' if allow_zero else 'positive'} and finite, got {shown}")
         if self.select and not self.eval_every:
             raise UserError(f"select={self.select!r} needs periodic evaluation: set eval_every > 0")
-        if self.grad_clip is not None and self.grad_clip <= 0:
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise UserError(f"grad_clip must be positive or null, got {self.grad_clip}")
+
+
+@dataclass
+class ExperimentData:
+    """What :meth:`Experiment.data` returns: the training set, the evaluation set, and whatever the model or the
+    phases are built from (experiments subclass it, e.g. with a vocabulary). It is passed explicitly to every step
+    of the flow, so a model can be rebuilt from a run folder without the experiment keeping state between calls.
+
+    Attributes:
+        train: indexed training set (``len`` and ``batch(index)``).
+        test: what ``evaluate`` and ``figures`` read (a data set, or a pair of dev and test sets).
+    """
+
+    train: Any
+    test: Any
 
 
 @dataclass(frozen=True)
@@ -145,31 +165,32 @@ class Experiment(ABC):
     presets: dict[str, Preset]
     rows: tuple[Row, ...]
     metrics: tuple[Metric, ...]
+    progress_metrics: tuple[str, ...] = ()  # what evaluate(final=False) returns: the names ``select`` may take
 
     # -- description -------------------------------------------------------------------------------------------
     def differences(self, config: TrainConfig) -> list[str]:
         """Lines for the report: what this run does differently from the paper's set-up."""
         return []
 
-    def check(self, config: TrainConfig) -> None:
-        """Raise a :class:`UserError` before anything is written if the run cannot start (e.g. missing data).
+    def check(self, config: TrainConfig, data: ExperimentData) -> None:
+        """Raise a :class:`UserError` before anything is written if a run of ``config`` cannot start on ``data``.
 
-        The default builds the data sets once: every kdgm data set is cached after its first build, so the rows
-        that follow load it again cheaply.
+        The runner builds each training run's data before it writes anything (every kdgm data set is cached after
+        its first build) and checks the batch size against it; experiments add their own checks here.
         """
-        self.data(config)
 
     # -- the flow ----------------------------------------------------------------------------------------------
     @abstractmethod
-    def data(self, config: TrainConfig) -> tuple[Any, Any]:
-        """(training set, evaluation set), each an indexed data set (``len`` and ``batch(index)``)."""
+    def data(self, config: TrainConfig, seed: int = 0) -> ExperimentData:
+        """The data of one run; ``seed`` picks what a seed changes in the data (e.g. the test fold of a
+        cross-validation), never the model's initialisation."""
 
     @abstractmethod
-    def build_model(self, config: TrainConfig) -> nn.Module:
+    def build_model(self, config: TrainConfig, data: ExperimentData) -> nn.Module:
         """The model of one row, freshly initialised from the current seed."""
 
     @abstractmethod
-    def phases(self, config: TrainConfig, model: nn.Module) -> list[Phase]:
+    def phases(self, config: TrainConfig, model: nn.Module, data: ExperimentData) -> list[Phase]:
         """The updater's phases: objectives with their optimizers."""
 
     @abstractmethod
@@ -195,3 +216,8 @@ class Experiment(ABC):
     def samples(self, model: nn.Module, n: int, generator: torch.Generator) -> Tensor:
         """(n, C, H, W) images in [0, 1] for ``kdgm sample``."""
         raise UserError(f"experiment {self.name} has no generative samples")
+
+    @property
+    def has_samples(self) -> bool:
+        """Whether ``kdgm sample`` applies (the experiment overrides :meth:`samples`)."""
+        return type(self).samples is not Experiment.samples

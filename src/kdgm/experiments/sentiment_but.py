@@ -26,9 +26,9 @@ from torch import Tensor, nn
 
 from kdgm.data.embeddings import glove_available, pretrained_matrix
 from kdgm.data.loader import BatchLoader, endless
-from kdgm.data.text import load_sentiment
+from kdgm.data.text import SentenceDataset, Vocabulary, load_sentiment
 from kdgm.errors import UserError
-from kdgm.experiments.base import Experiment, Metric, Preset, Row, TrainConfig
+from kdgm.experiments.base import Experiment, ExperimentData, Metric, Preset, Row, TrainConfig
 from kdgm.knowledge import ButRule, but_clauses, ImitationSchedule, RuleDistillation, RuleSet, TeacherLikelihood
 from kdgm.models.text_cnn import SentenceCNN, max_norm_hook
 from kdgm.objectives.base import LossOutput
@@ -73,6 +73,9 @@ class SentimentButConfig(TrainConfig):
     embeddings: Literal["glove", "random"] = "glove"
     train_examples: int = 0
 
+    positive = TrainConfig.positive + ("C", "confidence", "lambda_lr", "penalty_weight")
+    non_negative = TrainConfig.non_negative + ("train_examples", "pi0")
+
     def validate(self) -> None:
         super().validate()
         if not 1 <= self.folds <= 10:
@@ -80,8 +83,8 @@ class SentimentButConfig(TrainConfig):
         unknown = set(self.methods) - {"base", "distill", "learned", "penalty"}
         if unknown or not self.methods:
             raise UserError(f"methods must be a non-empty subset of base, distill, learned, penalty; got {list(self.methods)}")
-        if self.C <= 0 or self.confidence <= 0:
-            raise UserError(f"C and confidence must be positive, got C={self.C}, confidence={self.confidence}")
+        if not (self.pi0 <= 1 and 0 < self.alpha <= 1):
+            raise UserError(f"need pi0 <= 1 and 0 < alpha <= 1, got pi0={self.pi0}, alpha={self.alpha}")
 
 
 @dataclass
@@ -90,6 +93,14 @@ class _Splits:
 
     dev: Any
     test: Any
+
+
+@dataclass
+class _TextData(ExperimentData):
+    """The sentences of one run and what the model is built from: the training vocabulary and the id of "but"."""
+
+    vocab: Vocabulary = None
+    but_id: int = 0
 
 
 def pylon_available() -> bool:
@@ -172,6 +183,7 @@ class SentimentBut(Experiment):
         Metric("acc", "test accuracy (%)", lower_is_better=False, digits=1),
         Metric("but_acc", "accuracy on 'but' sentences (%)", lower_is_better=False, digits=1),
     )
+    progress_metrics = ("acc",)
 
     def row_active(self, row: Row, config: SentimentButConfig) -> bool:
         return row.settings["method"] in config.methods
@@ -202,30 +214,27 @@ class SentimentBut(Experiment):
                      f"{peer}, weight {config.penalty_weight}; no teacher, no projection at test time.")
         return lines
 
-    def data(self, config: SentimentButConfig):
-        # MR and CR: seed s tests on fold s mod folds (the runner seeds torch with the run's seed before this call)
-        fold = torch.initial_seed() % config.folds if config.dataset != "sst2" else 0
+    def data(self, config: SentimentButConfig, seed: int = 0) -> _TextData:
+        # MR and CR: seed s tests on fold s mod folds (the papers' 10-fold cross-validation)
+        fold = seed % config.folds if config.dataset != "sst2" else 0
         splits = load_sentiment(config.dataset, config.data_dir, fold=fold, n_folds=10, seed=0)
-        self._vocab, self._dev = splits.vocab, splits.dev
+        if "but" not in splits.vocab:
+            raise UserError(f"the {config.dataset} training vocabulary has no 'but'; the A-but-B rule cannot be evaluated")
         train = splits.train
         if config.train_examples:
             train = _subset(train, config.train_examples)
-        return train, _Splits(splits.dev, splits.test)
+        return _TextData(train, _Splits(splits.dev, splits.test), vocab=splits.vocab, but_id=splits.vocab.stoi["but"])
 
-    def _rules(self, config: SentimentButConfig, learnable: bool = False) -> RuleSet:
-        if "but" not in self._vocab:
-            raise UserError("the training vocabulary has no 'but'; the A-but-B rule cannot be evaluated")
-        return RuleSet([ButRule(self._vocab.stoi["but"], config.confidence, learnable)], C=config.C)
-
-    def build_model(self, config: SentimentButConfig) -> nn.Module:
+    def build_model(self, config: SentimentButConfig, data: _TextData) -> nn.Module:
         init = None
         if config.embeddings == "glove":
-            init, _ = pretrained_matrix(self._vocab, seed=torch.initial_seed() % 2**31)
-        model = SentenceCNN(len(self._vocab), n_classes=2, embed_dim=50, init=init)
-        model.rules = self._rules(config, learnable=config.method == "learned")  # checkpointed with the model
+            init, _ = pretrained_matrix(data.vocab, seed=torch.initial_seed() % 2**31)
+        model = SentenceCNN(len(data.vocab), n_classes=2, embed_dim=50, init=init)
+        learnable = config.method == "learned"
+        model.rules = RuleSet([ButRule(data.but_id, config.confidence, learnable)], C=config.C)  # checkpointed with it
         return model
 
-    def phases(self, config: SentimentButConfig, model: nn.Module) -> list[Phase]:
+    def phases(self, config: SentimentButConfig, model: nn.Module, data: _TextData) -> list[Phase]:
         rules = model.rules
         net_params = [p for name, p in model.named_parameters() if not name.startswith("rules.")]
         optimizer = adam(net_params, config)
@@ -241,7 +250,7 @@ class SentimentBut(Experiment):
         if config.method == "learned":
             batches = None
             if config.lambda_data == "dev":
-                loader = BatchLoader(self._dev, config.batch_size, seed=int(torch.initial_seed() % 2**31))
+                loader = BatchLoader(data.test.dev, config.batch_size, seed=int(torch.initial_seed() % 2**31))
                 batches = endless(loader)
             optimizer = torch.optim.Adam(rules.parameters(), lr=config.lambda_lr)
             phases.append(Phase("lambda", TeacherLikelihood(rules), optimizer, batches=batches))
@@ -285,9 +294,7 @@ class SentimentBut(Experiment):
         return lines
 
 
-def _subset(dataset, n: int):
-    from kdgm.data.text import SentenceDataset
-
+def _subset(dataset: SentenceDataset, n: int) -> SentenceDataset:
     n = min(n, len(dataset))
     return SentenceDataset(dataset.tokens[:n], dataset.lengths[:n], dataset.labels[:n], dataset.sentences[:n],
                            dataset.min_len)

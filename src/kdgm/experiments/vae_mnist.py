@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from kdgm.data.loader import BatchLoader
 from kdgm.data.mnist import BinarizedMNIST, load_mnist
 from kdgm.errors import UserError
-from kdgm.experiments.base import Experiment, Metric, Preset, Row, TrainConfig
+from kdgm.experiments.base import Experiment, ExperimentData, Metric, Preset, Row, TrainConfig
 from kdgm.metrics.likelihood import likelihood_metrics
 from kdgm.models.vae import VAE
 from kdgm.objectives.elbo import ELBO, IWAE
@@ -49,11 +49,10 @@ class VAEMnistConfig(TrainConfig):
     eval_examples: int = 10000
     eval_batch: int = 100
 
+    positive = TrainConfig.positive + ("k", "z_dim", "hidden", "eval_k", "eval_examples", "eval_batch")
+
     def validate(self) -> None:
         super().validate()
-        for key in ("k", "z_dim", "eval_k", "eval_examples", "eval_batch"):
-            if getattr(self, key) < 1:
-                raise UserError(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.eval_examples > 10000:
             raise UserError(f"eval_examples must be at most 10000 (the MNIST test set), got {self.eval_examples}")
 
@@ -82,6 +81,7 @@ class VAEMnist(Experiment):
         Metric("nelbo", "test nELBO (nats)"),
         Metric("nll", "test NLL (nats, IWAE estimate)"),
     )
+    progress_metrics = ("nelbo", "nll")
 
     def differences(self, config: VAEMnistConfig) -> list[str]:
         return [
@@ -93,17 +93,17 @@ class VAEMnist(Experiment):
             "(Burda et al.: 2×200 tanh units, 50 latents).",
         ]
 
-    def data(self, config: VAEMnistConfig):
+    def data(self, config: VAEMnistConfig, seed: int = 0) -> ExperimentData:
         train = BinarizedMNIST(*load_mnist("train", config.data_dir), binarize="dynamic")
         images, labels = load_mnist("test", config.data_dir)
         n = config.eval_examples
         test = BinarizedMNIST(images[:n], labels[:n], binarize="static", seed=12345)
-        return train, test
+        return ExperimentData(train, test)
 
-    def build_model(self, config: VAEMnistConfig) -> nn.Module:
+    def build_model(self, config: VAEMnistConfig, data: ExperimentData) -> nn.Module:
         return VAE(z_dim=config.z_dim, hidden=config.hidden, arch=config.arch)
 
-    def phases(self, config: VAEMnistConfig, model: nn.Module) -> list[Phase]:
+    def phases(self, config: VAEMnistConfig, model: nn.Module, data: ExperimentData) -> list[Phase]:
         objective = ELBO(k=config.k) if config.objective == "elbo" else IWAE(k=config.k)
         optimizer = adam(model.parameters(), config)
         return [Phase("main", objective, optimizer, schedule(optimizer, config), grad_clip=config.grad_clip)]

@@ -11,9 +11,8 @@ import torch
 from torch import nn
 
 from kdgm.knowledge.rules import RuleSet
-from kdgm.objectives.base import LossOutput
+from kdgm.objectives.base import LossOutput, Progress
 from kdgm.objectives.classification import CrossEntropy, logits_of
-from kdgm.train.updater import Progress
 
 
 class ImitationSchedule:

@@ -16,6 +16,23 @@ from kdgm.data.batch import Batch
 
 
 @dataclass
+class Progress:
+    """Where training stands; objectives with schedules (e.g. the imitation weight π_t) read it. The training loop
+    sets it on every objective that has a ``progress`` attribute before each step; it lives here, beside the
+    objectives that read it, so that knowledge methods need nothing from the training package.
+
+    Attributes:
+        step: optimizer steps taken so far (of the first phase).
+        epoch: fractional epochs seen so far (``step / steps_per_epoch``).
+        max_steps: total steps of the run.
+    """
+
+    step: int = 0
+    epoch: float = 0.0
+    max_steps: int = 0
+
+
+@dataclass
 class LossOutput:
     """A scalar to minimise and named, detached-for-logging terms.
 

@@ -10,34 +10,24 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
-from kdgm.errors import UserError
-from kdgm.experiments.runner import RESULT, load_run, seed_folder, slug, training_runs, write_json
+from kdgm.experiments.rundir import Run, load_run, seed_folder, slug, training_runs, write_json
 from kdgm.report.figures import plot_curves
 from kdgm.train.logs import read_csv
 
 
-def collect(run_dir: Path, run: tuple | None = None) -> dict[str, Any]:
-    """Aggregate every finished (row, seed) of ``run_dir`` into the ``metrics.json`` structure (``run``: the folder's
-    :func:`~kdgm.experiments.runner.load_run`, read here when not given)."""
-    record, experiment, config = run or load_run(run_dir)
+def collect(run: Run) -> dict[str, Any]:
+    """Aggregate every finished (row, seed) of a run folder into the ``metrics.json`` structure."""
+    experiment, config, record = run.experiment, run.config, run.record
     paper = experiment.paper_numbers(config)
     rows: dict[str, Any] = {}
     for row in experiment.rows:
         if not experiment.row_active(row, config):
             continue
-        results = []
-        for seed in record["seeds"]:
-            path = seed_folder(run_dir, row, seed) / RESULT
-            if path.exists():
-                try:
-                    results.append(json.loads(path.read_text()))
-                except json.JSONDecodeError as err:
-                    raise UserError(f"{path} is corrupt ({err.msg}); delete it and run kdgm run --resume") from None
+        results = [result for seed in run.seeds if (result := run.read_result(row, seed)) is not None]
         rows[row.name] = {}
         for metric in experiment.metrics:
             key = row.metric_key(metric.key)
@@ -78,9 +68,9 @@ def _curves(run_dir: Path, experiment, config, seed: int) -> list[Path]:
     return paths
 
 
-def render(run_dir: Path, metrics: dict[str, Any], run: tuple | None = None) -> str:
+def render(run: Run, metrics: dict[str, Any]) -> str:
     """The Markdown report: the paper-style table, the set-up differences, the figures."""
-    record, experiment, config = run or load_run(run_dir)
+    run_dir, record, experiment, config = run.path, run.record, run.experiment, run.config
     preset = experiment.presets.get(record["preset"])
     seeds = record["seeds"]
     lines = [
@@ -134,11 +124,10 @@ def render(run_dir: Path, metrics: dict[str, Any], run: tuple | None = None) -> 
 
 def build_report(run_dir: Path) -> Path:
     """Write ``metrics.json``, the curve figures and ``report.md``; return the report's path."""
-    run_dir = Path(run_dir)
-    run = load_run(run_dir)  # read config.yaml once for all three parts
-    metrics = collect(run_dir, run)
-    _curves(run_dir, run[1], run[2], metrics["seeds"][0])
-    write_json(run_dir / "metrics.json", metrics)
-    report = run_dir / "report.md"
-    report.write_text(render(run_dir, metrics, run))
+    run = load_run(Path(run_dir))  # read config.yaml once for all three parts
+    metrics = collect(run)
+    _curves(run.path, run.experiment, run.config, metrics["seeds"][0])
+    write_json(run.path / "metrics.json", metrics)
+    report = run.path / "report.md"
+    report.write_text(render(run, metrics))
     return report

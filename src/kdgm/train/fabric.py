@@ -12,6 +12,19 @@ DEVICES = ("cpu", "cuda", "mps", "auto")
 PRECISIONS = ("32-true", "64-true", "16-mixed", "bf16-mixed", "bf16-true")
 
 
+def accelerator_of(device: str) -> str:
+    """The accelerator ``device`` names on this machine (``auto`` resolved), after checking that it is there."""
+    if device not in DEVICES:
+        raise UserError(f"unknown --device {device!r}; use one of {', '.join(DEVICES)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise UserError("--device mps was asked for but no Apple GPU (MPS) is available; use --device cpu or auto")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def make_fabric(device: str = "auto", devices: int = 1, precision: str = "32-true", num_nodes: int = 1):
     """A ``Fabric`` for ``devices`` processes on ``device``.
 
@@ -20,20 +33,16 @@ def make_fabric(device: str = "auto", devices: int = 1, precision: str = "32-tru
     """
     from lightning_fabric import Fabric
 
-    if device not in DEVICES:
-        raise UserError(f"unknown --device {device!r}; use one of {', '.join(DEVICES)}")
+    accelerator = accelerator_of(device)
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if devices < 1:
         raise UserError(f"--devices must be at least 1, got {devices}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    accelerator = device
-    if device == "cuda" and devices > torch.cuda.device_count():
+    if accelerator == "cuda" and devices > torch.cuda.device_count():
         raise UserError(f"--devices {devices} but only {torch.cuda.device_count()} CUDA GPUs are visible")
+    if accelerator == "mps" and devices > 1:
+        raise UserError("--device mps runs on one device; drop --devices")
     strategy = "ddp_spawn" if devices * num_nodes > 1 else "auto"
-    if accelerator == "auto" and not torch.cuda.is_available():
-        accelerator = "cpu"
     return Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy, precision=precision)
 
 

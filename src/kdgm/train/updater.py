@@ -19,22 +19,9 @@ import torch
 from torch import Tensor, nn
 
 from kdgm.data.batch import Batch
-from kdgm.objectives.base import Objective
-
-
-@dataclass
-class Progress:
-    """Where training stands; objectives with schedules (e.g. the imitation weight π_t) read it.
-
-    Attributes:
-        step: optimizer steps taken so far (of the first phase).
-        epoch: fractional epochs seen so far (``step / steps_per_epoch``).
-        max_steps: total steps of the run.
-    """
-
-    step: int = 0
-    epoch: float = 0.0
-    max_steps: int = 0
+from kdgm.errors import UserError
+from kdgm.objectives.base import Objective, Progress
+from kdgm.train.checkpoint import load_model_state
 
 
 @dataclass
@@ -50,7 +37,9 @@ class Phase:
         repeats: optimizer steps of this phase per batch (e.g. 5 critic steps per generator step).
         grad_clip: clip the gradient norm of this phase's parameters to this value.
         batches: an endless iterator of batches this phase trains on instead of the loop's batch (e.g. held-out
-            data for learning rule confidences, which the training labels would drive toward zero).
+            data for learning rule confidences, which the training labels would drive toward zero); one with
+            ``state_dict`` / ``load_state_dict`` (:class:`kdgm.data.loader.EndlessBatches`) is checkpointed, so a
+            resumed run continues where it stopped.
     """
 
     name: str
@@ -82,12 +71,19 @@ class PhasedUpdater:
         self.fabric: Any = None
 
     def setup(self, fabric) -> None:
-        """Move the model and optimizers to Fabric's device and strategy (DDP, precision)."""
+        """Move the model and optimizers to Fabric's device and strategy (DDP, precision).
+
+        Calling it again (a second :func:`~kdgm.train.loop.fit` on the same updater) continues training: with the
+        same Fabric nothing changes; with another one the user's model and optimizers are set up on it afresh.
+        """
+        if fabric is self.fabric:
+            return
         self.fabric = fabric
-        self.model = fabric.setup_module(self.model)
+        self.model = fabric.setup_module(_unwrap(self.model))
         for phase in self.phases:
-            phase._params = [p for group in phase.optimizer.param_groups for p in group["params"]]
-            phase.optimizer = fabric.setup_optimizers(phase.optimizer)
+            optimizer = getattr(phase.optimizer, "optimizer", phase.optimizer)  # the user's, inside Fabric's wrapper
+            phase._params = [p for group in optimizer.param_groups for p in group["params"]]
+            phase.optimizer = fabric.setup_optimizers(optimizer)
 
     def step(self, batch: Batch, progress: Progress) -> dict[str, Tensor]:
         """One training step; returns detached terms for logging."""
@@ -115,14 +111,27 @@ class PhasedUpdater:
             "model": _unwrap(self.model).state_dict(),
             "optimizers": {p.name: p.optimizer.state_dict() for p in self.phases},
             "schedulers": {p.name: p.scheduler.state_dict() for p in self.phases if p.scheduler is not None},
+            "batches": {p.name: p.batches.state_dict() for p in self.phases if hasattr(p.batches, "state_dict")},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        _unwrap(self.model).load_state_dict(state["model"])
+    def load_state_dict(self, state: dict[str, Any], source: str = "checkpoint") -> None:
+        """Restore what :meth:`state_dict` saved; a state of another model or set of phases is a one-line
+        :class:`UserError` naming the first part that does not fit (``source`` names the file in it)."""
+        load_model_state(_unwrap(self.model), state["model"], source)
         for phase in self.phases:
-            phase.optimizer.load_state_dict(state["optimizers"][phase.name])
+            if phase.name not in state.get("optimizers", {}):
+                raise UserError(f"{source} has no optimizer state for phase {phase.name!r}; it was not written by "
+                                "this method's training")
+            try:
+                phase.optimizer.load_state_dict(state["optimizers"][phase.name])
+            except (ValueError, KeyError) as err:
+                raise UserError(f"{source}: the optimizer state of phase {phase.name!r} does not fit ({err})") from None
             if phase.scheduler is not None:
+                if phase.name not in state.get("schedulers", {}):
+                    raise UserError(f"{source} has no learning-rate schedule state for phase {phase.name!r}")
                 phase.scheduler.load_state_dict(state["schedulers"][phase.name])
+            if hasattr(phase.batches, "load_state_dict") and phase.name in state.get("batches", {}):
+                phase.batches.load_state_dict(state["batches"][phase.name])
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -1,0 +1,77 @@
+"""The model suite: every model of :mod:`kdgm.models` registered with a small example batch and an objective that
+trains it, so that one shared test suite (``tests/test_models.py``) checks all of them — output shapes, gradients
+reaching every parameter, one optimizer step changing the weights — and the knowledge tests can iterate over every
+model.
+
+It lives above both models and objectives (models know nothing of their losses), and is looked up like the
+experiments (:class:`kdgm.registry.Registry`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from kdgm.data.batch import Batch, ImageBatch, SceneBatch, TextBatch
+from kdgm.models.air import AIR
+from kdgm.models.text_cnn import SentenceCNN
+from kdgm.models.vae import VAE
+from kdgm.objectives.air import AIRELBO
+from kdgm.objectives.base import Objective
+from kdgm.objectives.classification import CrossEntropy
+from kdgm.objectives.elbo import ELBO, IWAE
+from kdgm.registry import Registry
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a model, a small batch it accepts, and an objective that trains it.
+
+    ``kind`` says which interface the model has: ``latent`` (``forward(x, k)`` → named log-densities),
+    ``classifier`` (``forward(*batch.inputs())`` → (B, K) logits) or ``scene`` (``forward(x)`` → a structured
+    posterior trajectory with a reconstruction ``canvas``).
+    """
+
+    build: Callable[[], nn.Module]
+    example: Callable[[], Batch]
+    objective: Callable[[], Objective]
+    kind: str = "latent"
+
+
+def _binary_images(n: int = 4, shape: tuple[int, int, int] = (1, 28, 28)) -> ImageBatch:
+    return ImageBatch(x=torch.bernoulli(torch.full((n, *shape), 0.3)))
+
+
+def _sentences(n: int = 6, vocab: int = 30) -> TextBatch:
+    lengths = torch.randint(1, 9, (n,))
+    tokens = torch.randint(2, vocab, (n, 9)) * (torch.arange(9) < lengths[:, None])
+    return TextBatch(tokens, lengths, torch.randint(0, 2, (n,)), torch.arange(n))
+
+
+def _scenes(n: int = 4, size: int = 20) -> SceneBatch:
+    x = torch.zeros(n, 1, size, size)
+    x[:, :, 4:10, 4:10] = 1.0
+    x[: n // 2, :, 12:18, 11:17] = 1.0
+    counts = torch.tensor([2] * (n // 2) + [1] * (n - n // 2))
+    boxes = torch.tensor([[4.0, 4.0, 10.0, 10.0], [11.0, 12.0, 17.0, 18.0]]).expand(n, 2, 4).clone()
+    boxes[n // 2 :, 1] = 0
+    return SceneBatch(x, boxes, counts)
+
+
+def _small_air(prior: str, image_encoder: str = "mlp") -> AIR:
+    return AIR(image_size=20, max_steps=2, z_what_dim=4, glimpse_size=8, hidden=16, embed_dim=16,
+               encoder_hidden=(16,), decoder_hidden=(16,), baseline_hidden=8, prior=prior,
+               image_encoder=image_encoder, decoder_bias=-2.0)
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+MODELS.register("vae-mlp", ModelSpec(lambda: VAE(arch="mlp"), _binary_images, ELBO))
+MODELS.register("vae-conv", ModelSpec(lambda: VAE(arch="conv", z_dim=16), _binary_images, lambda: IWAE(k=3)))
+MODELS.register("sentence-cnn", ModelSpec(lambda: SentenceCNN(30, 2, embed_dim=8, n_filters=4, dropout=0.0),
+                                          _sentences, CrossEntropy, kind="classifier"))
+MODELS.register("air", ModelSpec(lambda: _small_air("fixed"), _scenes, AIRELBO, kind="scene"))
+MODELS.register("air-pprior", ModelSpec(lambda: _small_air("learned"), _scenes, AIRELBO, kind="scene"))
+MODELS.register("air-pprior-conv", ModelSpec(lambda: _small_air("learned", "conv"), _scenes, AIRELBO, kind="scene"))

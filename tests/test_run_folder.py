@@ -1,0 +1,205 @@
+"""A run folder is the unit of trust: bad requests, leftovers, foreign files, non-finite training, full disks and
+interrupts each end in one line on stderr with exit code 2 (1 for a bug), and nothing a later run would trust is
+written."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import sentiment_data_dir
+from kdgm import cache
+from kdgm.cli import main
+from kdgm.experiments import runner
+from kdgm.experiments.rundir import slug
+from kdgm.train.checkpoint import LAST, load_checkpoint, save_checkpoint
+
+SMOKE = ["run", "vae-mnist", "--preset", "smoke", "--set", "tensorboard=false"]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` with its bytes: what "nothing written" compares."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("kdgm: error: ")
+    return err
+
+
+def refused(args: list[str], message: str, capsys, folder: Path, code: int = 2) -> str:
+    """Run ``kdgm ARGS`` and check: exit ``code``, one line containing ``message``, ``folder`` unchanged."""
+    before = snapshot(folder)
+    assert main(args) == code
+    line = error_line(capsys)
+    assert message in line, line
+    assert snapshot(folder) == before
+    return line
+
+
+@pytest.fixture
+def finished_run(tmp_path, cli_env, capsys) -> Path:
+    run_dir = tmp_path / "run"
+    assert main([*SMOKE, "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    return run_dir
+
+
+def _leftovers(folder: Path, kind: str) -> None:
+    seed = folder / "rows" / "vae-elbo" / "seed0"
+    seed.mkdir(parents=True)
+    if kind == "checkpoint":
+        save_checkpoint({"step": 5, "model": {}, "rng": {}}, seed / "checkpoints")
+    elif kind == "results":
+        (seed / "result.json").write_text(json.dumps({"metrics": {"nll": 1.0}}))
+    else:
+        (folder / "report.md").write_text("my own notes")
+
+
+@pytest.mark.parametrize("kind", ["checkpoint", "results", "user files"])
+def test_a_fresh_run_refuses_a_folder_with_leftovers(kind, tmp_path, cli_env, capsys):
+    folder = tmp_path / "old"
+    _leftovers(folder, kind)
+    refused([*SMOKE, "--out", str(folder)], "is not empty and holds no kdgm run", capsys, tmp_path)
+
+
+def test_out_that_is_a_file_or_cannot_be_written(tmp_path, cli_env, capsys):
+    (tmp_path / "a-file").write_text("x")
+    refused([*SMOKE, "--out", str(tmp_path / "a-file")], "is a file", capsys, tmp_path)
+    refused([*SMOKE, "--out", "/proc/kdgm-run"], "cannot write the run folder /proc/kdgm-run", capsys, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "lr=nan"], "lr: expected a finite number, got 'nan'"),
+        (["--set", "lr=inf"], "lr: expected a finite number"),
+        (["--set", "batch_size=70000"], "batch_size=70000 (x 1 devices) is larger than the 60000 training examples"),
+        (["--set", "select=accuracy", "--set", "eval_every=5"], "select='accuracy' is not a metric of vae-mnist"),
+        (["--set", "hidden=[0]"], "hidden must be positive and finite, got [0]"),
+        (["--seeds", "1000000000"], "--seeds must be between 1 and 1000"),
+        (["--device", "mps"], "--device mps was asked for but no Apple GPU"),
+    ],
+)
+def test_bad_requests_write_nothing(args, message, tmp_path, cli_env, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused([*SMOKE, *args], message, capsys, tmp_path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_sentiment_config_errors_write_nothing(tmp_path, cli_env, capsys, monkeypatch):
+    folder = sentiment_data_dir()
+    if folder is None:
+        pytest.skip("needs the sentiment data folder: set KDGM_DATA_DIR or put ../shared/data beside the repository")
+    monkeypatch.chdir(tmp_path)
+    base = ["run", "sentiment-but", "--preset", "smoke", "--data-dir", str(folder)]
+    refused([*base, "--set", "train_examples=-5"], "train_examples must be >= 0", capsys, tmp_path)
+    refused([*base, "--set", "train_examples=20"], "larger than the 20 training examples", capsys, tmp_path)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_other_options_foreign_files_and_foreign_results(finished_run, capsys):
+    run_dir = finished_run
+    resume = [*SMOKE, "--out", str(run_dir), "--resume"]
+    refused([*resume, "--jobs", "2"], "started with different options (jobs: 1 -> 2)", capsys, run_dir)
+    refused([*resume, "--seeds", "3"], "(seeds: 1 seeds -> 3 seeds)", capsys, run_dir)
+    (run_dir / "notes.txt").write_text("mine")
+    refused(resume, "holds notes.txt, which a kdgm run does not write", capsys, run_dir)
+    (run_dir / "notes.txt").unlink()
+    stray = run_dir / "rows" / "some-other-row" / "seed0"
+    stray.mkdir(parents=True)
+    refused(resume, "holds rows/some-other-row, a training run this experiment's config does not have", capsys, run_dir)
+    stray.parent.rename(run_dir / "rows" / "vae-elbo" / "seed7")
+    refused(resume, "a seed outside this run's seeds [0]", capsys, run_dir)
+    shutil.rmtree(run_dir / "rows" / "vae-elbo" / "seed7")
+    result = run_dir / "rows" / slug("VAE (ELBO)") / "seed0" / "result.json"
+    data = json.loads(result.read_text())
+    result.write_text(json.dumps({**data, "fingerprint": "0" * 16}))
+    refused(resume, "result.json was not written by this run", capsys, run_dir)
+    result.write_text(json.dumps(data))
+    assert main(resume) == 0  # the folder is its own again: nothing left to train
+
+
+def test_resume_finishes_a_run_whose_results_were_removed(finished_run, capsys):
+    seed = finished_run / "rows" / slug("VAE (ELBO)") / "seed0"
+    (seed / "result.json").unlink()
+    assert main([*SMOKE, "--out", str(finished_run), "--resume"]) == 0
+    assert json.loads((seed / "result.json").read_text())["resumed_from"] == 20  # the final checkpoint, reused
+
+
+def test_non_finite_training_is_one_line_and_saves_nothing_non_finite(tmp_path, cli_env, capsys):
+    run_dir = tmp_path / "run"
+    assert main([*SMOKE, "--out", str(run_dir), "--set", "lr=1e6", "--set", "checkpoint_every=1"]) == 2
+    line = error_line(capsys)
+    assert "training went non-finite at step" in line and "Lower lr" in line
+    for ckpt in run_dir.rglob(LAST):
+        assert all(torch.isfinite(t).all() for t in load_checkpoint(ckpt)["model"].values())
+    assert not list(run_dir.rglob("result.json"))
+
+
+def test_a_bug_inside_training_is_one_line_with_exit_code_1(tmp_path, cli_env, capsys, monkeypatch):
+    from kdgm.experiments.vae_mnist import VAEMnist
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shapes do not\nmatch")
+
+    monkeypatch.setattr(VAEMnist, "evaluate", broken)
+    assert main([*SMOKE, "--out", str(tmp_path / "run")]) == 1
+    line = error_line(capsys)
+    assert "internal error RuntimeError: shapes do not match (traceback in " in line
+    assert "RuntimeError" in Path(line.split("traceback in ")[1].split(";")[0]).read_text()
+
+
+def test_interrupt_says_whether_there_is_anything_to_resume(tmp_path, cli_env, capsys, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "active_run_dir", None)
+    monkeypatch.setattr(runner, "resolve", interrupt)
+    assert main([*SMOKE, "--out", str(tmp_path / "a")]) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    monkeypatch.undo()
+    monkeypatch.setattr(runner, "active_run_dir", None)
+    monkeypatch.setattr(runner, "_run_all", interrupt)
+    assert main([*SMOKE, "--out", str(tmp_path / "b")]) == 130
+    assert "--resume (run folder " in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main([*SMOKE, "--out", str(tmp_path / "b"), "--resume"]) == 0
+
+
+def test_sample_out_that_cannot_be_a_png(finished_run, tmp_path, capsys):
+    refused(["sample", str(finished_run), "--out", str(tmp_path)], "must be a .png file path", capsys, tmp_path)
+    refused(["sample", str(finished_run), "--out", str(tmp_path / "no" / "such.png")], "does not exist", capsys,
+            tmp_path)
+    refused(["sample", str(finished_run), "--row", "IWAE"], "unknown row 'IWAE'", capsys, tmp_path)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    save_checkpoint({"step": 1, "model": {"w": torch.ones(2)}}, tmp_path)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(Exception, match="cannot write checkpoint .*No space left on device; the previous checkpoint"):
+        save_checkpoint({"step": 2, "model": {"w": torch.zeros(2)}}, tmp_path)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / LAST)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == [LAST]  # no temporary file left behind
+
+
+def test_a_truncated_cache_entry_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("KDGM_CACHE_DIR", str(tmp_path))
+    built = cache.cached_arrays("entry", lambda: {"a": torch.arange(5).numpy()})
+    path = tmp_path / "entry.npz"
+    path.write_bytes(path.read_bytes()[:40])  # a write cut short
+    again = cache.cached_arrays("entry", lambda: {"a": torch.arange(5).numpy()})
+    assert (again["a"] == built["a"]).all()
+    assert (cache.cached_arrays("entry", lambda: pytest.fail("rebuilt twice"))["a"] == built["a"]).all()
