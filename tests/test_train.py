@@ -127,7 +127,11 @@ def _train(folder, max_steps, checkpoint_every=0, resume=True, identity=None, **
 @pytest.mark.parametrize("extra_phase", [False, True], ids=["one-phase", "phase-with-own-batches"])
 def test_resumed_training_equals_uninterrupted_training(tmp_path, extra_phase):
     straight, _ = _train(tmp_path / "a", 12, extra_phase=extra_phase)
-    _train(tmp_path / "b", 7, extra_phase=extra_phase)  # "killed" after 7 steps: its last checkpoint is at step 7
+    ckpt = tmp_path / "b" / "checkpoints" / LAST
+    _train(tmp_path / "b", 7, extra_phase=extra_phase)
+    at_step_7 = ckpt.read_bytes()
+    _train(tmp_path / "b", 9, extra_phase=extra_phase)
+    ckpt.write_bytes(at_step_7)  # as if killed after logging steps 8 and 9 but before saving them
     resumed, result = _train(tmp_path / "b", 12, extra_phase=extra_phase)
     assert result.resumed_from == 7 and result.steps == 12
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):

@@ -1,6 +1,7 @@
 """Training logs: CSV files (one row per log step) and, optionally, TensorBoard event files.
 
-CSV columns are fixed by the first row written; a resumed run appends to the same files.
+CSV columns are fixed by the first row written; a resumed run first drops the rows logged after its checkpoint (a
+killed run may have logged steps it never saved), then appends, so every step appears once.
 """
 
 from __future__ import annotations
@@ -12,12 +13,17 @@ from pathlib import Path
 class CSVLog:
     """Appends rows of named numbers to ``path``; the header is written once."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, after_step: int = 0) -> None:
         self.path = path
         self.columns: list[str] | None = None
         if path.exists() and path.stat().st_size > 0:
-            with path.open() as handle:
-                self.columns = next(csv.reader(handle))
+            with path.open(newline="") as handle:
+                rows = list(csv.reader(handle))
+            self.columns = rows[0]
+            kept = [row for row in rows[1:] if row and float(row[0]) <= after_step]  # column 0 is the step
+            if len(kept) < len(rows) - 1:
+                with path.open("w", newline="") as handle:
+                    csv.writer(handle).writerows([self.columns, *kept])
 
     def write(self, row: dict[str, float]) -> None:
         if self.columns is None:
@@ -44,12 +50,16 @@ def read_csv(path: Path) -> dict[str, list[float]]:
 
 
 class RunLog:
-    """The logs of one training run: ``train.csv``, ``eval.csv`` and TensorBoard events under ``tb/``."""
+    """The logs of one training run: ``train.csv``, ``eval.csv`` and TensorBoard events under ``tb/``.
 
-    def __init__(self, folder: Path, tensorboard: bool = True) -> None:
+    Args:
+        after_step: the step training continues from; CSV rows of later steps (from a killed run) are dropped.
+    """
+
+    def __init__(self, folder: Path, tensorboard: bool = True, after_step: int = 0) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self.train = CSVLog(folder / "train.csv")
-        self.eval = CSVLog(folder / "eval.csv")
+        self.train = CSVLog(folder / "train.csv", after_step)
+        self.eval = CSVLog(folder / "eval.csv", after_step)
         self.writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter

@@ -105,7 +105,7 @@ def fit(
             torch.manual_seed(1_000_003 * fabric.global_rank + int(state["step"]))
         start = int(state["step"])
     is_main = fabric.global_rank == 0
-    log = RunLog(folder, tensorboard) if folder is not None and is_main else None
+    log = RunLog(folder, tensorboard, after_step=start) if folder is not None and is_main else None
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise UserError(f"the training set gives no full batch of {loader.batch_size}; lower the batch size")
