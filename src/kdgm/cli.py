@@ -131,7 +131,8 @@ def _sample(args) -> None:
     if not path.parent.is_dir():
         raise UserError(f"--out {path}: the folder {path.parent} does not exist")
     experiment, _, model = load_trained_model(run_dir, args.row or None)
-    images = experiment.samples(model, args.n, torch.Generator().manual_seed(args.seed))
+    with torch.no_grad():
+        images = experiment.samples(model, args.n, torch.Generator().manual_seed(args.seed))
     print(f"samples: {save_image_grid(images, path)}")
 
 

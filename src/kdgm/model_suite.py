@@ -33,12 +33,17 @@ class ModelSpec:
     ``kind`` says which interface the model has: ``latent`` (``forward(x, k)`` → named log-densities),
     ``classifier`` (``forward(*batch.inputs())`` → (B, K) logits) or ``scene`` (``forward(x)`` → a structured
     posterior trajectory with a reconstruction ``canvas``).
+
+    ``generative`` says which posterior-regularization M-step applies (:mod:`kdgm.knowledge.regularized`):
+    ``explicit`` (``log_prob(x, cond)`` and ``sample(n, cond)``), ``implicit`` (a differentiable ``sample(n, cond)``)
+    or ``""`` (a classifier takes rules through distillation; AIR takes structural knowledge through ASR).
     """
 
     build: Callable[[], nn.Module]
     example: Callable[[], Batch]
     objective: Callable[[], Objective]
     kind: str = "latent"
+    generative: str = ""
 
 
 def _binary_images(n: int = 4, shape: tuple[int, int, int] = (1, 28, 28)) -> ImageBatch:
@@ -68,8 +73,9 @@ def _small_air(prior: str, image_encoder: str = "mlp") -> AIR:
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
-MODELS.register("vae-mlp", ModelSpec(lambda: VAE(arch="mlp"), _binary_images, ELBO))
-MODELS.register("vae-conv", ModelSpec(lambda: VAE(arch="conv", z_dim=16), _binary_images, lambda: IWAE(k=3)))
+MODELS.register("vae-mlp", ModelSpec(lambda: VAE(arch="mlp"), _binary_images, ELBO, generative="implicit"))
+MODELS.register("vae-conv", ModelSpec(lambda: VAE(arch="conv", z_dim=16), _binary_images, lambda: IWAE(k=3),
+                                      generative="implicit"))
 MODELS.register("sentence-cnn", ModelSpec(lambda: SentenceCNN(30, 2, embed_dim=8, n_filters=4, dropout=0.0),
                                           _sentences, CrossEntropy, kind="classifier"))
 MODELS.register("air", ModelSpec(lambda: _small_air("fixed"), _scenes, AIRELBO, kind="scene"))

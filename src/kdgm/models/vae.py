@@ -116,11 +116,17 @@ class VAE(nn.Module):
         kl = 0.5 * (mean.pow(2) + log_var.exp() - 1.0 - log_var).sum(-1)  # (B,)
         return VAEOutput(z, log_lik, log_prior, log_q, kl, logits)
 
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """(n, C, H, W) pixel probabilities of images decoded from prior samples."""
+    def sample(self, n: int, cond: None = None, *, generator: torch.Generator | None = None) -> Tensor:
+        """(n, C, H, W) pixel probabilities of images decoded from prior samples z ~ N(0, I).
+
+        Differentiable in the decoder's weights (the noise is drawn outside the graph), so the VAE is also an
+        implicit model to which the reverse-KL M-step of posterior regularization applies; wrap it in
+        ``torch.no_grad()`` when only the images are wanted. The VAE is unconditional: ``cond`` must be None.
+        """
+        if cond is not None:
+            raise ValueError("the VAE is unconditional; sample(n) takes no condition")
         device = next(self.parameters()).device
-        z = torch.randn(n, self.z_dim, generator=generator).to(device)
+        z = torch.randn(n, self.z_dim, generator=generator).to(device)  # (n, Z)
         return torch.sigmoid(self.decode(z))
 
     @torch.no_grad()

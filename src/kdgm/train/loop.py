@@ -118,8 +118,7 @@ def fit(
 
     def check_finite(step: int) -> None:
         bad = int(first_bad)
-        if bad < 0 and not all(torch.isfinite(t).all() for t in _unwrap(updater.model).state_dict().values()
-                               if t.is_floating_point()):
+        if bad < 0 and not updater.weights_finite():
             bad = step  # the loss was finite but the update that followed it was not
         if bad >= 0:
             bar.close()

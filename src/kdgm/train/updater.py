@@ -58,9 +58,12 @@ class PhasedUpdater:
     Args:
         model: the module every objective receives (the Fabric-wrapped one after :meth:`setup`).
         phases: the phases, in the order they run.
+        modules: other trained modules that are not part of the model, by name (a learnable constraint f_φ, a
+            discriminator): moved to the device with the model and checkpointed beside it, so that knowledge is
+            added to a model without editing it.
     """
 
-    def __init__(self, model: nn.Module, phases: list[Phase]) -> None:
+    def __init__(self, model: nn.Module, phases: list[Phase], modules: dict[str, nn.Module] | None = None) -> None:
         if not phases:
             raise ValueError("an updater needs at least one phase")
         names = [p.name for p in phases]
@@ -68,6 +71,7 @@ class PhasedUpdater:
             raise ValueError(f"phase names must be unique, got {names}")
         self.model = model
         self.phases = phases
+        self.modules = dict(modules or {})
         self.fabric: Any = None
 
     def setup(self, fabric) -> None:
@@ -80,6 +84,8 @@ class PhasedUpdater:
             return
         self.fabric = fabric
         self.model = fabric.setup_module(_unwrap(self.model))
+        for module in self.modules.values():
+            module.to(fabric.device)  # in place: the optimizers keep their parameters
         for phase in self.phases:
             optimizer = getattr(phase.optimizer, "optimizer", phase.optimizer)  # the user's, inside Fabric's wrapper
             phase._params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -106,9 +112,15 @@ class PhasedUpdater:
             logged.update({f"{prefix}{key}": value for key, value in out.terms.items()})
         return logged
 
+    def weights_finite(self) -> bool:
+        """Whether every floating-point weight of the model and the extra modules is finite (checked before a save)."""
+        modules = [_unwrap(self.model), *self.modules.values()]
+        return all(bool(t.isfinite().all()) for m in modules for t in m.state_dict().values() if t.is_floating_point())
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": _unwrap(self.model).state_dict(),
+            "modules": {name: module.state_dict() for name, module in self.modules.items()},
             "optimizers": {p.name: p.optimizer.state_dict() for p in self.phases},
             "schedulers": {p.name: p.scheduler.state_dict() for p in self.phases if p.scheduler is not None},
             "batches": {p.name: p.batches.state_dict() for p in self.phases if hasattr(p.batches, "state_dict")},
@@ -118,6 +130,10 @@ class PhasedUpdater:
         """Restore what :meth:`state_dict` saved; a state of another model or set of phases is a one-line
         :class:`UserError` naming the first part that does not fit (``source`` names the file in it)."""
         load_model_state(_unwrap(self.model), state["model"], source)
+        for name, module in self.modules.items():
+            if name not in state.get("modules", {}):
+                raise UserError(f"{source} has no state for module {name!r}; it was not written by this method")
+            load_model_state(module, state["modules"][name], f"{source} (module {name!r})")
         for phase in self.phases:
             if phase.name not in state.get("optimizers", {}):
                 raise UserError(f"{source} has no optimizer state for phase {phase.name!r}; it was not written by "

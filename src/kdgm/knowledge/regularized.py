@@ -1,0 +1,268 @@
+"""Posterior regularization with a fixed or learnable constraint, for any deep generative model.
+
+Hu et al. (2018), "Deep Generative Models with Learnable Knowledge Constraints" (slides ``000_…txt``, "Posterior
+Regularization for DGMs" to "Algorithm: PR with learnable constraint"; lecture ``001_…txt``, last part)::
+
+    min_{θ, q}  KL(q(x) ‖ p_θ(x)) − α E_q[f_φ(x)]
+
+    E-step   q_φ(x) ∝ p_θ(x) exp(α f_φ(x))                      (importance weights over samples of p_θ)
+    φ-step   max_φ E_{x*~data}[log q_φ(x*)]                      (MaxEnt IRL: f_φ learned like a reward)
+             ∇_φ = α (E_data[∇f_φ] − E_q[∇f_φ])
+    M-step   explicit p_θ: min_θ −E_q[log p_θ(x)]                 (weighted likelihood of the samples)
+             implicit p_θ: min_θ KL(p_θ ‖ q_φ) = −α E_{p_θ}[f_φ] + const   (a GAN generator maximises α f_φ)
+
+Everything here is an objective ``(model, batch) -> LossOutput`` for a phase of :class:`kdgm.train.PhasedUpdater`:
+the model phase runs an M-step objective, the φ phase :class:`kdgm.knowledge.TeacherLikelihood` (the one φ-step,
+shared with learned rule confidences) or one of the paper's two comparison variants, :class:`SampleMaximisation`
+("constraint updated in the M-step", Eq. 5) and :class:`BinaryDiscriminator` ("binary D"). No model is edited: the
+model needs ``sample(n, cond)`` and, for the explicit M-step, ``log_prob(x, cond)``.
+
+Rule distillation (:class:`kdgm.knowledge.RuleDistillation`) is the special case in which the outputs can be
+enumerated and q is exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdgm.knowledge.constraint import Constraint, check_scores
+from kdgm.knowledge.sampled import effective_sample_size, log_normaliser, log_weights, rows_of, tile
+from kdgm.objectives.base import LossOutput, Objective
+
+
+def batch_data(batch) -> Any:
+    """The observed outputs x* of a batch: ``batch.data()`` where the batch type defines it, else ``batch.x``."""
+    return batch.data() if hasattr(batch, "data") else batch.x
+
+
+def batch_condition(batch) -> Any:
+    """What a batch conditions the model on: ``batch.condition()`` where the batch type defines it, else None."""
+    return batch.condition() if hasattr(batch, "condition") else None
+
+
+@dataclass
+class Draw:
+    """S samples of p_θ for each of B conditions (B = 1 for an unconditional model), S-major.
+
+    Attributes:
+        x: the samples, S·B rows (whatever ``model.sample`` returns).
+        cond: the condition tiled to S·B rows (None for an unconditional model).
+        S, B: samples per condition, conditions.
+    """
+
+    x: Any
+    cond: Any
+    S: int
+    B: int
+
+
+class PosteriorRegularization:
+    """The knowledge of one PR method: a constraint f_φ, its strength α, and how to draw and read samples.
+
+    One instance is shared by the phases of a method, so that the φ-step of a batch scores the same samples the
+    M-step drew (sampling a sentence model is the expensive part of a step).
+
+    Args:
+        constraint: f_φ (fixed or learnable).
+        alpha: α, the weight of the constraint in the PR objective.
+        samples: S, samples of p_θ per condition (per batch for an unconditional model).
+        data: reads the observed outputs x* from a batch (default :func:`batch_data`).
+        condition: reads the condition from a batch (default :func:`batch_condition`).
+        sample_kwargs: extra keyword arguments of ``model.sample`` (e.g. ``temperature``).
+    """
+
+    def __init__(self, constraint: Constraint, alpha: float = 1.0, samples: int = 8,
+                 data: Callable[[Any], Any] = batch_data, condition: Callable[[Any], Any] = batch_condition,
+                 sample_kwargs: dict[str, Any] | None = None) -> None:
+        if alpha <= 0 or samples < 1:
+            raise ValueError(f"need alpha > 0 and samples >= 1, got alpha={alpha}, samples={samples}")
+        self.constraint = constraint
+        self.alpha = alpha
+        self.samples = samples
+        self.data = data
+        self.condition = condition
+        self.sample_kwargs = dict(sample_kwargs or {})
+        self._cache: tuple[int, Draw] | None = None
+
+    def draw(self, model: nn.Module, batch, grad: bool = False) -> Draw:
+        """S samples per condition of the batch; ``grad`` keeps the sampler's graph (reparameterised models)."""
+        cond = self.condition(batch)
+        B = 1 if cond is None else rows_of(cond)
+        tiled = tile(cond, self.samples)
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            if cond is None:
+                x = model.sample(self.samples, **self.sample_kwargs)
+            else:
+                x = model.sample(self.samples * B, tiled, **self.sample_kwargs)
+        draw = Draw(x, tiled, self.samples, B)
+        if not grad:  # detached samples can be reused by the other phases of this batch
+            self._cache = (id(batch), draw)
+        return draw
+
+    def draw_for(self, model: nn.Module, batch) -> Draw:
+        """The samples this batch's model phase drew, or a fresh detached draw (the φ-step reuses samples)."""
+        if self._cache is not None and self._cache[0] == id(batch):
+            return self._cache[1]
+        return self.draw(model, batch)
+
+    def score(self, draw: Draw) -> Tensor:
+        """(S, B) f_φ of the samples (differentiable in φ)."""
+        f = check_scores(self.constraint(draw.x, draw.cond), draw.S * draw.B, type(self.constraint).__name__)
+        return f.view(draw.S, draw.B)
+
+    def score_data(self, batch) -> Tensor:
+        """(B,) f_φ of the observed outputs x* under their own conditions."""
+        cond = self.condition(batch)
+        x = self.data(batch)
+        return check_scores(self.constraint(x, cond), len(batch), type(self.constraint).__name__)
+
+    def diagnostics(self, f: Tensor, log_w: Tensor) -> dict[str, Tensor]:
+        """Logged terms of an E-step: effective sample size (absolute and as a share of S), mean f of the samples
+        under p and under q."""
+        ess = effective_sample_size(log_w)  # (B,)
+        return {"ess": ess.mean().detach(), "ess_share": (ess / f.shape[0]).mean().detach(),
+                "f_p": f.mean().detach(), "f_q": (log_w.exp() * f).sum(0).mean().detach()}
+
+    def data_log_likelihood(self, model: nn.Module, batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """The data's log-likelihood under q, for the φ-step.
+
+        Returns:
+            (B,) ``log q_φ(x*) − log p_θ(x*) = α f_φ(x*) − log Ẑ_φ``, the data log-likelihood under q up to a term
+            constant in φ, with Ẑ_φ estimated from the S samples of p_θ (self-normalised importance sampling); its
+            gradient is the MaxEnt-IRL one, ``α (∇f_φ(x*) − E_q[∇f_φ])``.
+            () mean of f² over data and samples (what a penalty on the scale of f reads).
+            logged terms: the E-step diagnostics and the mean f of the data.
+        """
+        draw = self.draw_for(model, batch)
+        f_samples = self.score(draw)  # (S, B_c)
+        f_data = self.score_data(batch)  # (B,)
+        log_z = log_normaliser(f_samples, self.alpha)  # (B_c,): one per condition, or one for all the data
+        terms = self.diagnostics(f_samples.detach(), log_weights(f_samples.detach(), self.alpha))
+        terms["f_data"] = f_data.mean().detach()
+        squares = 0.5 * (f_data.pow(2).mean() + f_samples.pow(2).mean())
+        return self.alpha * f_data - log_z, squares, terms
+
+
+def _blend(base: Objective | None, model: nn.Module, batch, weight: float, knowledge: Tensor,
+           terms: dict[str, Tensor]) -> LossOutput:
+    """``(1 − weight)·base + weight·knowledge`` (just ``knowledge`` without a base), with both sides' terms."""
+    if base is None:
+        return LossOutput(knowledge, terms)
+    out = base(model, batch)
+    return LossOutput((1 - weight) * out.total + weight * knowledge, {**out.terms, **terms}, out.outputs)
+
+
+class ExplicitMStep:
+    """M-step for a model with ``log_prob``: ``min_θ −Σ_s w_s log p_θ(x_s | c)``, the samples weighted by q.
+
+    Args:
+        pr: the E-step (constraint, α, samples).
+        base: the model's ordinary objective on the data (maximum likelihood, an ELBO), kept beside the PR term as
+            in distillation: ``(1 − weight)·base + weight·PR``. None: the PR term alone.
+        weight: the balance of the PR term (π of distillation).
+        center: use ``w_s − 1/S`` instead of ``w_s``. Unbiased, since ``E_p[∇ log p_θ] = 0``, and it only moves
+            p_θ where q differs from p: uniform weights (a constraint that says nothing) give no gradient at all.
+    """
+
+    def __init__(self, pr: PosteriorRegularization, base: Objective | None = None, weight: float = 0.5,
+                 center: bool = True) -> None:
+        if not 0 <= weight <= 1:
+            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        self.pr, self.base, self.weight, self.center = pr, base, weight, center
+
+    def __call__(self, model: nn.Module, batch) -> LossOutput:
+        draw = self.pr.draw(model, batch)
+        with torch.no_grad():
+            f = self.pr.score(draw)  # (S, B)
+            log_w = log_weights(f, self.pr.alpha)  # (S, B)
+        w = log_w.exp() - (1.0 / draw.S if self.center else 0.0)  # (S, B)
+        log_p = model.log_prob(draw.x, draw.cond).view(draw.S, draw.B)  # (S, B)
+        pr_loss = -(w * log_p).sum(0).mean()
+        terms = {"pr_nll": -(log_w.exp() * log_p).sum(0).mean().detach(), **self.pr.diagnostics(f, log_w)}
+        return _blend(self.base, model, batch, self.weight, pr_loss, terms)
+
+
+class ImplicitMStep:
+    """M-step for an implicit model: ``min_θ KL(p_θ ‖ q_φ)``, i.e. maximise ``α E_{p_θ}[f_φ(x)]``.
+
+    At the current θ the reverse KL's gradient is ``−α ∇_θ E_{p_θ}[f_φ]`` (the entropy part of the KL to the fixed
+    p_θ has zero gradient there), so the generator is trained to raise its samples' f, as a policy is trained on a
+    reward.
+
+    Args:
+        pr: the constraint, α and S.
+        base: the model's own objective (a GAN generator loss, an ELBO), added with weight 1.
+        weight: the weight of the constraint term.
+        estimator: ``pathwise`` differentiates through ``sample`` (reparameterised images); ``score`` uses the
+            score-function estimator ``α E[(f(x) − b) ∇ log p_θ(x)]`` with b the mean f of the condition's S samples
+            (discrete outputs such as text; needs ``log_prob``).
+    """
+
+    def __init__(self, pr: PosteriorRegularization, base: Objective | None = None, weight: float = 1.0,
+                 estimator: Literal["pathwise", "score"] = "pathwise") -> None:
+        if estimator not in ("pathwise", "score"):
+            raise ValueError(f"estimator must be pathwise or score, got {estimator!r}")
+        self.pr, self.base, self.weight, self.estimator = pr, base, weight, estimator
+
+    def __call__(self, model: nn.Module, batch) -> LossOutput:
+        if self.estimator == "pathwise":
+            draw = self.pr.draw(model, batch, grad=True)
+            f = self.pr.score(draw)  # (S, B), differentiable in θ through the samples
+            loss = -self.pr.alpha * f.mean()
+        else:
+            draw = self.pr.draw(model, batch)
+            with torch.no_grad():
+                f = self.pr.score(draw)  # (S, B)
+            log_p = model.log_prob(draw.x, draw.cond).view(draw.S, draw.B)  # (S, B)
+            advantage = f - f.mean(0, keepdim=True)  # (S, B): the mean is the baseline
+            loss = -self.pr.alpha * (advantage * log_p).mean()
+        terms = {"f_p": f.mean().detach()}
+        knowledge = self.weight * loss
+        if self.base is None:
+            return LossOutput(knowledge, terms)
+        out = self.base(model, batch)
+        return LossOutput(out.total + knowledge, {**out.terms, **terms}, out.outputs)
+
+
+class SampleMaximisation:
+    """The "constraint updated in the M-step" variant (Hu et al. 2018, Eq. 5): ``max_φ E_{x~q}[f_φ(x)]``.
+
+    The slides call it problematic, "as the generated samples x ~ q can be of low quality": nothing ties f_φ to the
+    data, so f rises on whatever the model samples. Kept to reproduce the table's row. ``penalty`` adds
+    ``penalty · E[f²]`` so that f stays bounded.
+    """
+
+    def __init__(self, pr: PosteriorRegularization, penalty: float = 0.0) -> None:
+        self.pr, self.penalty = pr, penalty
+
+    def __call__(self, model: nn.Module, batch) -> LossOutput:
+        f = self.pr.score(self.pr.draw_for(model, batch))  # (S, B)
+        w = log_weights(f.detach(), self.pr.alpha).exp()  # (S, B)
+        expected = (w * f).sum(0).mean()
+        loss = -expected + self.penalty * f.pow(2).mean()
+        return LossOutput(loss, {"f_q": expected.detach(), "f_p": f.mean().detach()})
+
+
+class BinaryDiscriminator:
+    """The "binary D" variant: f_φ is the logit of a discriminator trained to tell data (1) from samples (0).
+
+    With the optimal discriminator ``f = log p_data/p_θ``, so that ``q ∝ p_θ exp(f) = p_data`` at α = 1: the E-step
+    then reweights samples toward the data distribution, as a GAN's discriminator would.
+    """
+
+    def __init__(self, pr: PosteriorRegularization) -> None:
+        self.pr = pr
+
+    def __call__(self, model: nn.Module, batch) -> LossOutput:
+        f_samples = self.pr.score(self.pr.draw_for(model, batch)).flatten()  # (S·B,)
+        f_data = self.pr.score_data(batch)  # (B,)
+        loss = F.binary_cross_entropy_with_logits(f_data, torch.ones_like(f_data)) + \
+            F.binary_cross_entropy_with_logits(f_samples, torch.zeros_like(f_samples))
+        accuracy = torch.cat([(f_data > 0).float(), (f_samples < 0).float()]).mean()
+        return LossOutput(loss, {"d_loss": loss.detach(), "d_acc": accuracy.detach(),
+                                 "f_data": f_data.mean().detach(), "f_p": f_samples.mean().detach()})
