@@ -32,17 +32,7 @@ from torch import Tensor, nn
 
 from kdgm.knowledge.constraint import Constraint, check_scores
 from kdgm.knowledge.sampled import effective_sample_size, log_normaliser, log_weights, rows_of, tile
-from kdgm.objectives.base import LossOutput, Objective
-
-
-def batch_data(batch) -> Any:
-    """The observed outputs x* of a batch: ``batch.data()`` where the batch type defines it, else ``batch.x``."""
-    return batch.data() if hasattr(batch, "data") else batch.x
-
-
-def batch_condition(batch) -> Any:
-    """What a batch conditions the model on: ``batch.condition()`` where the batch type defines it, else None."""
-    return batch.condition() if hasattr(batch, "condition") else None
+from kdgm.objectives.base import LossOutput, Objective, batch_condition, batch_data
 
 
 @dataclass

@@ -52,3 +52,13 @@ class Objective(Protocol):
     """Anything callable as ``objective(model, batch) -> LossOutput``."""
 
     def __call__(self, model: nn.Module, batch: Batch) -> LossOutput: ...
+
+
+def batch_data(batch) -> Any:
+    """The observed outputs x of a batch: ``batch.data()`` where the batch type defines it, else ``batch.x``."""
+    return batch.data() if hasattr(batch, "data") else batch.x
+
+
+def batch_condition(batch) -> Any:
+    """What a batch conditions a model on: ``batch.condition()`` where the batch type defines it, else None."""
+    return batch.condition() if hasattr(batch, "condition") else None
