@@ -15,8 +15,10 @@ import torch
 from conftest import sentiment_data_dir
 from kdgm import cache
 from kdgm.cli import main
-from kdgm.experiments import runner
-from kdgm.experiments.rundir import slug
+from kdgm.experiments import EXPERIMENTS, runner
+from kdgm.experiments.base import Row
+from kdgm.experiments.rundir import slug, waves
+from kdgm.experiments.vae_mnist import VAEMnist
 from kdgm.train.checkpoint import LAST, load_checkpoint, save_checkpoint
 
 SMOKE = ["run", "vae-mnist", "--preset", "smoke", "--set", "tensorboard=false"]
@@ -203,3 +205,33 @@ def test_a_truncated_cache_entry_is_rebuilt(tmp_path, monkeypatch):
     again = cache.cached_arrays("entry", lambda: {"a": torch.arange(5).numpy()})
     assert (again["a"] == built["a"]).all()
     assert (cache.cached_arrays("entry", lambda: pytest.fail("rebuilt twice"))["a"] == built["a"]).all()
+
+
+class _FineTuned(VAEMnist):
+    """vae-mnist with a fine-tuning row that starts from the first row's weights (and barely moves them)."""
+
+    name = "vae-finetune-test"
+    rows = (Row("pre", {"objective": "elbo", "k": 1}), Row("fine", {"objective": "iwae", "k": 2, "lr": 1e-12},
+                                                           init_from="pre"))
+
+
+def test_a_fine_tuning_row_starts_from_its_base_run_of_the_same_seed(tmp_path, cli_env, capsys):
+    if _FineTuned.name not in EXPERIMENTS:
+        EXPERIMENTS.register(_FineTuned.name, _FineTuned())
+    run_dir = tmp_path / "run"
+    assert main(["run", _FineTuned.name, "--preset", "smoke", "--seeds", "2", "--out", str(run_dir),
+                 "--set", "tensorboard=false"]) == 0
+    def weights(row: str, seed: int) -> dict[str, torch.Tensor]:
+        return load_checkpoint(run_dir / "rows" / row / f"seed{seed}" / "checkpoints" / LAST)["model"]
+
+    for seed in (0, 1):  # each seed's fine-tuning starts from (and, at lr 1e-12, stays at) that seed's base
+        pre, fine = weights("pre", seed), weights("fine", seed)
+        for key in pre:
+            torch.testing.assert_close(fine[key], pre[key], msg=key)
+    first = "encoder.1.0.weight"
+    assert not torch.equal(weights("pre", 0)[first], weights("pre", 1)[first])
+
+
+def test_waves_put_each_run_after_the_run_it_starts_from():
+    a, b, c = Row("a"), Row("b", init_from="a"), Row("c", init_from="b")
+    assert [[r.name for r in wave] for wave in waves([a, b, c, Row("d")])] == [["a", "d"], ["b"], ["c"]]

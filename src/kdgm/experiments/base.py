@@ -122,6 +122,8 @@ class Row:
         paper: metric key → the paper's number for this row.
         run: name of the training run (default: the row's name).
         view: prefix of this row's metrics in the run's results (default: none).
+        init_from: the training run whose final weights (of the same seed) this run starts from, so that fine-tuning
+            rows share one pre-trained model and differ only by their method; it must come earlier in the table.
     """
 
     name: str
@@ -129,6 +131,7 @@ class Row:
     paper: dict[str, float] = field(default_factory=dict)
     run: str = ""
     view: str = ""
+    init_from: str = ""
 
     @property
     def run_name(self) -> str:

@@ -73,10 +73,26 @@ def training_runs(experiment: Experiment, config: TrainConfig | None = None) -> 
     for row in experiment.rows:
         if config is not None and not experiment.row_active(row, config):
             continue
+        if row.init_from and row.init_from not in runs:
+            raise ValueError(f"row {row.name!r} starts from run {row.init_from!r}, which is not an earlier active run")
         first = runs.setdefault(row.run_name, row)
-        if first.settings != row.settings:
+        if (first.settings, first.init_from) != (row.settings, row.init_from):
             raise ValueError(f"rows {first.name!r} and {row.name!r} share run {row.run_name!r} but not its settings")
     return runs
+
+
+def waves(runs: list[Row]) -> list[list[Row]]:
+    """The runs in groups that can train side by side: each run after the run it starts from (``init_from``)."""
+    done: set[str] = set()
+    groups: list[list[Row]] = []
+    pending = list(runs)
+    while pending:
+        ready = [row for row in pending if not row.init_from or row.init_from in done or
+                 row.init_from not in {r.run_name for r in pending}]
+        groups.append(ready)
+        done |= {row.run_name for row in ready}
+        pending = [row for row in pending if row not in ready]
+    return groups
 
 
 def row_config(base: TrainConfig, row: Row) -> TrainConfig:

@@ -21,7 +21,7 @@ from kdgm.errors import UserError
 from kdgm.experiments.base import Experiment, ExperimentData, Row, TrainConfig
 from kdgm.experiments.rundir import (
     FORMAT, IDENTITY, RECORD, RESULT, Run, check_layout, fingerprint, load_run, read_record, row_config, seed_folder,
-    slug, training_runs, write_json,
+    slug, training_runs, waves, write_json,
 )
 from kdgm.train.checkpoint import BEST, LAST, load_checkpoint, load_model_state
 from kdgm.train.fabric import accelerator_of, configure_process, make_fabric
@@ -150,7 +150,7 @@ def prepare_folder(request: RunRequest, record: dict[str, Any]) -> Path:
 
 
 def train_one(fabric, experiment: Experiment, config: TrainConfig, seed: int, folder: Path, *,
-              identity: str | None = None, resume: bool = False, threads: int | None = None,
+              identity: str | None = None, resume: bool = False, threads: int | None = None, init: Path | None = None,
               figures_dir: Path | None = None, progress_bar: bool | None = None, desc: str = "train") -> dict[str, Any]:
     """The flow for one row and one seed: data → model → phases → fit → metrics (→ figures).
 
@@ -158,12 +158,17 @@ def train_one(fabric, experiment: Experiment, config: TrainConfig, seed: int, fo
         identity: the run's fingerprint, stored in its checkpoints; a checkpoint with another one is refused.
         resume: continue from ``folder``'s last checkpoint if there is one (a fresh run refuses to find one).
         threads: torch threads of this process (the run's recorded count, so that a resumed run computes alike).
+        init: a checkpoint whose model weights this run starts from (fine-tuning a pre-trained run).
     """
     configure_process(fabric, seed, config.deterministic)
     if threads is not None and fabric.device.type == "cpu":
         torch.set_num_threads(threads)
     data = experiment.data(config, seed)
     model = experiment.build_model(config, data)
+    if init is not None:  # before the phases: an experiment may build them from the pre-trained model
+        if not init.exists():
+            raise UserError(f"{init} is missing: the run this one fine-tunes has no final checkpoint")
+        load_model_state(model, load_checkpoint(init, identity=identity)["model"], init)
     updater = PhasedUpdater(model, experiment.phases(config, model, data))
     loader = BatchLoader(data.train, config.batch_size, seed=seed, rank=fabric.global_rank, world_size=fabric.world_size)
     raw = model  # evaluation bypasses the DDP wrapper: every rank evaluates the same full test set
@@ -194,18 +199,23 @@ def train_one(fabric, experiment: Experiment, config: TrainConfig, seed: int, fo
             "train_seconds": round(result.seconds, 2), "metrics": metrics}
 
 
-def _pending(run: Run) -> list[tuple[Row, int]]:
-    """The (row, seed) training runs without this run's ``result.json`` yet, in table order."""
-    return [(row, seed) for row in training_runs(run.experiment, run.config).values() for seed in run.seeds
-            if run.read_result(row, seed) is None]
+def _pending(run: Run, rows: list[Row] | None = None) -> list[tuple[Row, int]]:
+    """The (row, seed) training runs (of ``rows``, default all) without this run's ``result.json`` yet, in table
+    order (a run that others start from comes before them)."""
+    rows = list(training_runs(run.experiment, run.config).values()) if rows is None else rows
+    return [(row, seed) for row in rows for seed in run.seeds if run.read_result(row, seed) is None]
 
 
 def _train_and_record(fabric, run: Run, row: Row, seed: int, resume: bool, progress_bar: bool | None) -> None:
     folder = seed_folder(run.path, row, seed)
     figures_dir = run.path / "figures" / slug(row.run_name) if seed == run.seeds[0] else None
     identity = fingerprint(run.record)
+    init = None
+    if row.init_from:
+        source = training_runs(run.experiment, run.config)[row.init_from]
+        init = seed_folder(run.path, source, seed) / "checkpoints" / LAST
     outcome = train_one(fabric, run.experiment, row_config(run.config, row), seed, folder, identity=identity,
-                        resume=resume, threads=run.record["threads"], figures_dir=figures_dir,
+                        resume=resume, threads=run.record["threads"], init=init, figures_dir=figures_dir,
                         progress_bar=progress_bar, desc=f"{row.run_name} seed {seed}")
     if fabric.global_rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
@@ -239,11 +249,14 @@ def _run_parallel(request: RunRequest, run_dir: Path) -> None:
     from tqdm import tqdm
 
     run = load_run(run_dir)
-    tasks = [(run_dir, row.name, seed, request.device, request.resume) for row, seed in _pending(run)]
-    with multiprocessing.get_context("spawn").Pool(min(request.jobs, max(1, len(tasks)))) as pool:
-        done = pool.imap_unordered(_run_job, tasks)
-        for _ in tqdm(done, total=len(tasks), desc=f"{run.experiment.name} runs", disable=request.progress_bar is False):
-            pass
+    groups = [_pending(run, wave) for wave in waves(list(training_runs(run.experiment, run.config).values()))]
+    total = sum(len(group) for group in groups)
+    with multiprocessing.get_context("spawn").Pool(min(request.jobs, max(1, total))) as pool, \
+            tqdm(total=total, desc=f"{run.experiment.name} runs", disable=request.progress_bar is False) as bar:
+        for group in groups:  # fine-tuning runs wait for the runs they start from
+            tasks = [(run_dir, row.name, seed, request.device, request.resume) for row, seed in group]
+            for _ in pool.imap_unordered(_run_job, tasks):
+                bar.update(1)
 
 
 def run(request: RunRequest) -> Path:
