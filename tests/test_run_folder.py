@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -147,12 +148,11 @@ def test_non_finite_training_is_one_line_and_saves_nothing_non_finite(tmp_path, 
 
 
 def test_a_bug_inside_training_is_one_line_with_exit_code_1(tmp_path, cli_env, capsys, monkeypatch):
-    from kdgm.experiments.vae_mnist import VAEMnist
-
     def broken(*args, **kwargs):
         raise RuntimeError("shapes do not\nmatch")
 
     monkeypatch.setattr(VAEMnist, "evaluate", broken)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the traceback file goes to the test's folder
     assert main([*SMOKE, "--out", str(tmp_path / "run")]) == 1
     line = error_line(capsys)
     assert "internal error RuntimeError: shapes do not match (traceback in " in line
