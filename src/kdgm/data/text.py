@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,13 @@ DATASETS = {
     "cr": ("sentiment", 2),
     "trec": ("questions", 6),
 }
+# name -> the class of each integer label (TREC's order is that of its files, see ../shared/data/README.md)
+LABEL_NAMES = {
+    "sst2": ("negative", "positive"),
+    "mr": ("negative", "positive"),
+    "cr": ("negative", "positive"),
+    "trec": ("DESC", "ENTY", "ABBR", "HUM", "LOC", "NUM"),
+}
 
 # Tokens are separated by ASCII whitespace only: the latin-1 files contain U+0085 (an ellipsis in cp1252) and the
 # SST-2 files U+00A0, which ``str.split()`` would treat as separators, changing the tokens Kim's byte-level
@@ -70,7 +78,7 @@ def resolve_data_dir(data_dir: str | Path | None, subfolder: str = "sentiment") 
     if subfolder not in FOLDER_FILES:
         raise UserError(f"unknown data subfolder {subfolder!r}; use one of {', '.join(FOLDER_FILES)}")
     marker = FOLDER_FILES[subfolder][0]
-    hint = f"give --data-dir DIR or set {DATA_ENV} to the folder with {marker} (see docs)"
+    hint = f"give --data-dir DIR or set {DATA_ENV} to the folder with {marker} (README, section 'Text data')"
     if data_dir is None:
         data_dir = os.environ.get(DATA_ENV) or None
     if data_dir is None:
@@ -184,6 +192,28 @@ class Vocabulary:
     def encode(self, tokens: Sequence[str]) -> list[int]:
         return [self.stoi.get(token, self.UNK) for token in tokens]
 
+    def ids_of(self, words: Sequence[str], *, case_insensitive: bool = True, warn: bool = True) -> set[int]:
+        """The token ids of ``words``, for rules built from words (e.g. "a sentence with 'but'").
+
+        The vocabulary is case-sensitive, so a rule written with "But" would silently miss "but": by default every
+        case variant present in the vocabulary counts. Words absent from the vocabulary are named in one warning
+        (a rule that can never fire is almost always a mistake).
+        """
+        if isinstance(words, str):
+            words = [words]
+        if case_insensitive:
+            variants: dict[str, list[int]] = {}
+            for token, index in self.stoi.items():
+                variants.setdefault(token.lower(), []).append(index)
+            found = {word: variants.get(word.lower(), []) for word in words}
+        else:
+            found = {word: [self.stoi[word]] if word in self.stoi else [] for word in words}
+        missing = [word for word, ids in found.items() if not ids]
+        if missing and warn:
+            warnings.warn(f"not in the vocabulary ({len(self)} tokens): {', '.join(map(repr, missing))}; a rule on "
+                          "them never fires", UserWarning, stacklevel=2)
+        return {index for ids in found.values() for index in ids}
+
     def decode(self, ids: Sequence[int]) -> list[str]:
         return [self.itos[int(i)] for i in ids]
 
@@ -262,7 +292,9 @@ class TextSplits:
     Attributes:
         dev: held-out sentences for model selection; the official dev set for SST-2, carved from the training
             sentences otherwise (None when ``dev_fraction`` is 0).
-        name: ``"sst2"``, ``"mr"``, ``"cr"`` or ``"trec"``.
+        name: ``"sst2"``, ``"mr"``, ``"cr"``, ``"trec"``, or the name given to :func:`load_text_classification`.
+        n_classes: number of classes (labels are ``0 .. n_classes - 1``).
+        label_names: the class of each label where the data set names them (else empty).
     """
 
     train: SentenceDataset
@@ -271,6 +303,19 @@ class TextSplits:
     vocab: Vocabulary
     name: str
     n_classes: int
+    label_names: tuple[str, ...] = ()
+
+
+def subset(dataset: SentenceDataset, n_or_index: int | Tensor) -> SentenceDataset:
+    """The first ``n`` sentences of a split (all of them if it has fewer), or those at a (M,) index tensor."""
+    if isinstance(n_or_index, int):
+        if n_or_index < 0:
+            raise ValueError(f"a subset needs n >= 0, got {n_or_index}")
+        index = torch.arange(min(n_or_index, len(dataset)))
+    else:
+        index = torch.as_tensor(n_or_index, dtype=torch.long)
+    return SentenceDataset(dataset.tokens[index], dataset.lengths[index], dataset.labels[index],
+                           [dataset.sentences[i] for i in index.tolist()], dataset.min_len)
 
 
 def kfold_assignment(n: int, n_folds: int, seed: int) -> np.ndarray:
@@ -309,7 +354,8 @@ def load_sentiment(
     dev_fraction: float = 0.1,
     min_len: int = 5,
 ) -> TextSplits:
-    """Load SST-2, MR, CR or TREC as train / dev / test splits.
+    """Load SST-2, MR, CR or TREC as train / dev / test splits (for any other data set in the same format, use
+    :func:`load_text_classification`).
 
     SST-2 uses its official three splits. MR and CR have none: sentences are dealt into ``n_folds`` folds from
     ``seed`` (:func:`kfold_assignment`), fold ``fold`` is the test set, and a random ``dev_fraction`` of the
@@ -360,19 +406,68 @@ def load_sentiment(
         train = (_take(rest[0], ~in_dev), _take(rest[1], ~in_dev))
         dev = (_take(rest[0], in_dev), _take(rest[1], in_dev)) if in_dev.any() else None
 
+    return _encode_splits(train, dev, test, key, n_classes, LABEL_NAMES[key], min_len)
+
+
+Split = tuple[list[list[str]], list[int]]
+
+
+def _encode_splits(train: Split, dev: Split | None, test: Split, name: str, n_classes: int,
+                   label_names: Sequence[str], min_len: int, vocab_size: int | None = None) -> TextSplits:
+    """Check the labels, build the vocabulary from the training split only, and encode every split."""
     for split in (train, dev, test):
         if split is not None and any(not 0 <= y < n_classes for y in split[1]):
-            raise UserError(f"{key} labels must be in [0, {n_classes}); check the files in {folder}")
-    vocab = Vocabulary.build(train[0])
+            raise UserError(f"{name} labels must be in [0, {n_classes}); check its files")
+    vocab = Vocabulary.build(train[0], max_size=vocab_size)
 
-    def encode(split: tuple[list, list]) -> SentenceDataset:
+    def encode(split: Split) -> SentenceDataset:
         return SentenceDataset.from_sentences(split[0], split[1], vocab, min_len=min_len)
 
-    return TextSplits(
-        train=encode(train),
-        dev=encode(dev) if dev is not None else None,
-        test=encode(test),
-        vocab=vocab,
-        name=key,
-        n_classes=n_classes,
-    )
+    return TextSplits(train=encode(train), dev=encode(dev) if dev is not None else None, test=encode(test),
+                      vocab=vocab, name=name, n_classes=n_classes, label_names=tuple(label_names))
+
+
+def load_text_classification(
+    train: str | Path,
+    test: str | Path,
+    dev: str | Path | None = None,
+    *,
+    dev_fraction: float = 0.0,
+    seed: int = 0,
+    n_classes: int | None = None,
+    label_names: Sequence[str] | None = None,
+    min_len: int = 5,
+    vocab_size: int | None = None,
+    name: str = "",
+) -> TextSplits:
+    """Load any sentence classification data set in Kim's format (one ``LABEL word word ...`` line per sentence).
+
+    Nothing is held out unless asked: ``dev`` names a dev file, or ``dev_fraction`` carves a random share of the
+    training sentences (drawn from ``seed``) as dev. The vocabulary comes from the training split only (words seen
+    only in dev or test map to ``Vocabulary.UNK``).
+
+    Args:
+        train, test, dev: paths of the files.
+        dev_fraction: share of the training sentences held out as dev when there is no dev file (0: none).
+        n_classes: number of classes (default: the largest label in the training file, plus one).
+        label_names: the class of each label, in label order.
+        min_len: every batch is at least this wide (see :meth:`SentenceDataset.from_sentences`).
+        vocab_size: cap the vocabulary (the most frequent training words, padding and unknown included).
+        name: a name for error messages and reports (default: the training file's name).
+    """
+    if not 0.0 <= dev_fraction < 1.0:
+        raise UserError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
+    if dev is not None and dev_fraction:
+        raise UserError("give either a dev file or dev_fraction, not both")
+    name = name or Path(train).name
+    train_split = read_sentences(Path(train))
+    test_split = read_sentences(Path(test))
+    dev_split = read_sentences(Path(dev)) if dev is not None else None
+    if dev_fraction:
+        in_dev = _hold_out(len(train_split[0]), dev_fraction, np.random.default_rng(seed))  # (N,)
+        dev_split = (_take(train_split[0], in_dev), _take(train_split[1], in_dev))
+        train_split = (_take(train_split[0], ~in_dev), _take(train_split[1], ~in_dev))
+    n_classes = n_classes or max(train_split[1]) + 1
+    if label_names is not None and len(label_names) != n_classes:
+        raise UserError(f"{len(label_names)} label names for {n_classes} classes")
+    return _encode_splits(train_split, dev_split, test_split, name, n_classes, label_names or (), min_len, vocab_size)

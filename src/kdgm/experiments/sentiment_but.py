@@ -26,10 +26,11 @@ from torch import Tensor, nn
 
 from kdgm.data.embeddings import glove_available, pretrained_matrix
 from kdgm.data.loader import BatchLoader, endless
-from kdgm.data.text import SentenceDataset, Vocabulary, load_sentiment
+from kdgm.data.text import Vocabulary, load_sentiment, subset
 from kdgm.errors import UserError
 from kdgm.experiments.base import Experiment, ExperimentData, Metric, Preset, Row, TrainConfig
 from kdgm.knowledge import ButRule, but_clauses, ImitationSchedule, RuleDistillation, RuleSet, TeacherLikelihood
+from kdgm.knowledge.evaluate import predict_with_rules
 from kdgm.models.text_cnn import SentenceCNN, max_norm_hook
 from kdgm.objectives.base import LossOutput
 from kdgm.objectives.classification import CrossEntropy, logits_of
@@ -222,7 +223,7 @@ class SentimentBut(Experiment):
             raise UserError(f"the {config.dataset} training vocabulary has no 'but'; the A-but-B rule cannot be evaluated")
         train = splits.train
         if config.train_examples:
-            train = _subset(train, config.train_examples)
+            train = subset(train, config.train_examples)
         return _TextData(train, _Splits(splits.dev, splits.test), vocab=splits.vocab, but_id=splits.vocab.stoi["but"])
 
     def build_model(self, config: SentimentButConfig, data: _TextData) -> nn.Module:
@@ -258,20 +259,14 @@ class SentimentBut(Experiment):
 
     def evaluate(self, config: SentimentButConfig, model: nn.Module, splits: _Splits, final: bool) -> dict[str, float]:
         dataset = splits.test if final else splits.dev
-        has_but = torch.tensor(["but" in s for s in dataset.sentences])
-        p_right, q_right = [], []
-        for batch in BatchLoader(dataset, 500, shuffle=False, drop_last=False):
-            batch = batch.to(next(model.parameters()).device)
-            log_p = torch.log_softmax(logits_of(model, batch), -1)  # (B, 2)
-            log_q = model.rules.teacher(log_p, model, batch)  # (B, 2)
-            p_right.append((log_p.argmax(-1) == batch.y).cpu())
-            q_right.append((log_q.argmax(-1) == batch.y).cpu())
-        p_right, q_right = torch.cat(p_right).float(), torch.cat(q_right).float()
+        predictions = predict_with_rules(model, model.rules, dataset)
         if not final:
-            return {"acc": 100 * p_right.mean().item()}
+            return {"acc": 100 * predictions.accuracy()["p"]}
+        everything = predictions.accuracy()
+        but = predictions.accuracy(torch.tensor(["but" in s for s in dataset.sentences]))
         return {
-            "p.acc": 100 * p_right.mean().item(), "p.but_acc": 100 * p_right[has_but].mean().item(),
-            "q.acc": 100 * q_right.mean().item(), "q.but_acc": 100 * q_right[has_but].mean().item(),
+            "p.acc": 100 * everything["p"], "p.but_acc": 100 * but["p"],
+            "q.acc": 100 * everything["q"], "q.but_acc": 100 * but["q"],
             "lambda": model.rules.confidences[0].item(),
         }
 
@@ -293,8 +288,3 @@ class SentimentBut(Experiment):
             lines.append(f"- {a} − {b}: " + "; ".join(cells))
         return lines
 
-
-def _subset(dataset: SentenceDataset, n: int) -> SentenceDataset:
-    n = min(n, len(dataset))
-    return SentenceDataset(dataset.tokens[:n], dataset.lengths[:n], dataset.labels[:n], dataset.sentences[:n],
-                           dataset.min_len)

@@ -45,11 +45,14 @@ class RuleDistillation:
     def __call__(self, model: nn.Module, batch) -> LossOutput:
         logits = logits_of(model, batch)  # (B, K)
         with torch.no_grad():
-            q = self.rules.teacher(torch.log_softmax(logits, -1), model, batch).exp()  # (B, K)
+            truths = self.rules.truths(model, batch, tuple(logits.shape))  # checked (B, K) tables
+            q = self.rules.teacher(torch.log_softmax(logits, -1), model, batch, truths).exp()  # (B, K)
         pi = self.schedule(self.progress.epoch)
         hard = self.base.loss(logits, batch.y)
         soft = self.base.loss(logits, q)
         total = (1 - pi) * hard + pi * soft
-        terms = {"ce": hard.detach(), "imitation": soft.detach(), "pi": torch.tensor(pi),
+        terms = {"ce": hard.detach(), "imitation": soft.detach(), "pi": torch.tensor(pi, device=logits.device),
                  "acc": (logits.argmax(-1) == batch.y).float().mean().detach()}
+        # how often each rule fires: a rule that never does (a misspelt word) leaves q = p, silently
+        terms.update({f"coverage{i}": c for i, c in enumerate(self.rules.coverage(truths))})
         return LossOutput(total, terms)

@@ -64,18 +64,24 @@ TNorm = type[Lukasiewicz] | type[Product]
 class Truth:
     """Truth values in [0, 1] with logical operators: ``~a``, ``a & b``, ``a | b``, ``a >> b`` (a implies b).
 
-    Shapes broadcast like tensors, so a (B, 1) premise combines with (B, K) per-output truths.
+    Shapes broadcast like tensors, so a (B, 1) premise combines with (B, K) per-output truths. Bool masks and python
+    numbers are accepted and become float truth values.
     """
 
     value: Tensor
     logic: TNorm = Lukasiewicz
 
+    def __post_init__(self) -> None:
+        # a bool mask (``thin = x.mean() < 0.06``) or a python number is a truth value too: make it a float tensor
+        if not isinstance(self.value, Tensor) or not self.value.is_floating_point():
+            object.__setattr__(self, "value", torch.as_tensor(self.value).to(torch.get_default_dtype()))
+
     @classmethod
     def of(cls, value: Tensor | float | bool, logic: TNorm = Lukasiewicz) -> "Truth":
-        return cls(torch.as_tensor(value, dtype=torch.get_default_dtype()) if not isinstance(value, Tensor) else value, logic)
+        return cls(value, logic)
 
     def _other(self, other: "Truth | Tensor | float") -> Tensor:
-        return other.value if isinstance(other, Truth) else torch.as_tensor(other, dtype=self.value.dtype)
+        return other.value if isinstance(other, Truth) else Truth(other).value.to(self.value.dtype)
 
     def __invert__(self) -> "Truth":
         return Truth(1 - self.value, self.logic)

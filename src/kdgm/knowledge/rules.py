@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdgm.knowledge.logic import Truth
 from kdgm.knowledge.projection import project, rule_penalty
+
+
+def _as_table(value) -> Tensor:
+    """A rule's output as a float tensor (a ``Truth``, a bool mask or a tensor)."""
+    return Truth(value.value if isinstance(value, Truth) else value).value
 
 
 def _inverse_softplus(value: float) -> float:
@@ -82,12 +88,32 @@ class RuleSet(nn.Module):
         """(L,) the rules' λ."""
         return torch.stack([rule.confidence for rule in self.rules])
 
-    def truths(self, model: nn.Module, batch) -> list[Tensor]:
-        """The rules' (B, K) truth tables; never back-propagated into the model."""
+    def truths(self, model: nn.Module, batch, shape: tuple[int, int] | None = None) -> list[Tensor]:
+        """The rules' (B, K) truth tables; never back-propagated into the model.
+
+        Each table is checked: exactly ``shape`` (B, K) when given (a (B, 1) table would broadcast and silently
+        leave the teacher equal to the student), finite, and within [0, 1]. A mistake is a one-line ValueError.
+        """
         with torch.no_grad():
-            return [rule.truth(model, batch) for rule in self.rules]
+            tables = [_as_table(rule.truth(model, batch)) for rule in self.rules]
+        for index, (rule, table) in enumerate(zip(self.rules, tables)):
+            name = f"rule {index} ({type(rule).__name__})"
+            if shape is not None and tuple(table.shape) != tuple(shape):
+                raise ValueError(f"{name} returned a truth table of shape {tuple(table.shape)}, expected {tuple(shape)} "
+                                 f"(one truth value per example and output; broadcast with .expand{tuple(shape)})")
+            if not table.isfinite().all() or table.min() < 0 or table.max() > 1:
+                raise ValueError(f"{name} returned truth values outside [0, 1] (min {table.min().item():.3g}, max "
+                                 f"{table.max().item():.3g}); clamp them or use kdgm.knowledge.Truth")
+        return tables
 
     def teacher(self, log_p: Tensor, model: nn.Module, batch, truths: list[Tensor] | None = None) -> Tensor:
         """(B, K) log q(y|x), the projection of the (B, K) student log-probabilities ``log_p``."""
-        truths = self.truths(model, batch) if truths is None else truths
+        truths = self.truths(model, batch, tuple(log_p.shape)) if truths is None else truths
         return project(log_p, rule_penalty(truths, self.confidences, self.C))
+
+    @staticmethod
+    def coverage(truths: list[Tensor]) -> Tensor:
+        """(L,) how often each rule fires: the share of the batch's examples for which it rules out something (its
+        truth is below 1 for at least one output). A rule that never fires leaves the teacher equal to the student,
+        so a coverage of 0 over training says the rule is not doing anything (a misspelt word, a missed case)."""
+        return torch.stack([(table < 1).any(-1).float().mean() for table in truths])
