@@ -156,11 +156,12 @@ def test_console_exit_code_and_stderr(tmp_path, cli_env):
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_reaches_the_same_step_count(tmp_path, cli_env):
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, cli_env):
     run_dir = tmp_path / "run"
-    args = ["run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir), "--device", "cpu",
-            "--set", "steps=1000", "--set", "checkpoint_every=25", "--set", "tensorboard=false"]
-    proc = subprocess.Popen(kdgm_command(*args), env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = ["run", "vae-mnist", "--preset", "smoke", "--device", "cpu", "--set", "steps=400",
+            "--set", "checkpoint_every=25", "--set", "eval_every=100", "--set", "tensorboard=false"]
+    proc = subprocess.Popen(kdgm_command(*args, "--out", str(run_dir)), env=cli_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     ckpt = run_dir / "rows" / slug("VAE (ELBO)") / "seed0" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -170,10 +171,20 @@ def test_sigkill_then_resume_reaches_the_same_step_count(tmp_path, cli_env):
     proc.wait()
     assert ckpt.exists(), proc.stderr.read().decode()
     assert not (run_dir / "metrics.json").exists()
-    resumed = subprocess.run(kdgm_command(*args, "--resume"), env=cli_env, capture_output=True, text=True)
+    resumed = subprocess.run(kdgm_command(*args, "--out", str(run_dir), "--resume"), env=cli_env, capture_output=True,
+                             text=True)
     assert resumed.returncode == 0, resumed.stderr
     result = json.loads((ckpt.parent.parent / "result.json").read_text())
-    assert result["steps"] == 1000 and result["resumed_from"] >= 25
+    assert result["steps"] == 400 and result["resumed_from"] >= 25
+    straight = subprocess.run(kdgm_command(*args, "--out", str(tmp_path / "straight")), env=cli_env,
+                              capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    for row in ("VAE (ELBO)", "IWAE (k=5)"):
+        a, b = (json.loads((folder / "rows" / slug(row) / "seed0" / "result.json").read_text())["metrics"]
+                for folder in (run_dir, tmp_path / "straight"))
+        assert a == b, row  # exactly equal, not approximately
+    eval_log = (run_dir / "rows" / slug("VAE (ELBO)") / "seed0" / "eval.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in eval_log[1:]] == ["100", "200", "300", "400"]  # each step logged once
     check_metrics(run_dir, "vae-mnist")
 
 
