@@ -28,6 +28,8 @@ def _outputs(spec, model, batch):
         return model(batch.x, k=2).log_weight
     if spec.kind == "scene":
         return model(batch.x).canvas
+    if spec.kind == "adversarial":
+        return model.discriminate(batch.x)
     return model(*batch.inputs())
 
 
@@ -44,6 +46,9 @@ def test_forward_shapes(spec):
         t = out.z_pres.shape[0]
         assert out.z_pres.shape == (t, b) and out.z_where.shape == (t, b, 3)
         assert out.canvas.shape == batch.x.shape and out.log_lik.shape == (b,) and out.kl.shape == (b,)
+    elif spec.kind == "adversarial":
+        assert model.sample(b).shape == batch.x.shape
+        assert model.discriminate(batch.x).shape == (b,)
     else:
         logits = model(*batch.inputs())
         assert logits.shape == (b, 2)

@@ -17,10 +17,12 @@ from torch import nn
 
 from kdgm.data.batch import Batch, ImageBatch, SceneBatch, TextBatch
 from kdgm.models.air import AIR
+from kdgm.models.gan import dcgan
 from kdgm.models.text_cnn import SentenceCNN
 from kdgm.models.vae import VAE
+from kdgm.objectives.adversarial import DiscriminatorLoss, GeneratorLoss
 from kdgm.objectives.air import AIRELBO
-from kdgm.objectives.base import Objective
+from kdgm.objectives.base import LossOutput, Objective
 from kdgm.objectives.classification import CrossEntropy
 from kdgm.objectives.elbo import ELBO, IWAE
 from kdgm.registry import Registry
@@ -31,8 +33,9 @@ class ModelSpec:
     """How to build a model, a small batch it accepts, and an objective that trains it.
 
     ``kind`` says which interface the model has: ``latent`` (``forward(x, k)`` → named log-densities),
-    ``classifier`` (``forward(*batch.inputs())`` → (B, K) logits) or ``scene`` (``forward(x)`` → a structured
-    posterior trajectory with a reconstruction ``canvas``).
+    ``classifier`` (``forward(*batch.inputs())`` → (B, K) logits), ``scene`` (``forward(x)`` → a structured
+    posterior trajectory with a reconstruction ``canvas``) or ``adversarial`` (``sample(n, cond)`` and
+    ``discriminate(x, cond)``).
 
     ``generative`` says which posterior-regularization M-step applies (:mod:`kdgm.knowledge.regularized`):
     ``explicit`` (``log_prob(x, cond)`` and ``sample(n, cond)``), ``implicit`` (a differentiable ``sample(n, cond)``)
@@ -72,6 +75,18 @@ def _small_air(prior: str, image_encoder: str = "mlp") -> AIR:
                image_encoder=image_encoder, decoder_bias=-2.0)
 
 
+def _both_players(loss: str = "nonsaturating", gradient_penalty: float = 0.0) -> Objective:
+    """Both sides of an adversarial game summed: one backward pass reaches the generator and the discriminator (the
+    suite's gradient check; training alternates them as two phases)."""
+    critic, generator = DiscriminatorLoss(loss, gradient_penalty), GeneratorLoss(loss)
+
+    def objective(model, batch) -> LossOutput:
+        d, g = critic(model, batch), generator(model, batch)
+        return LossOutput(d.total + g.total, {**d.terms, **g.terms})
+
+    return objective
+
+
 MODELS: Registry[ModelSpec] = Registry("model")
 MODELS.register("vae-mlp", ModelSpec(lambda: VAE(arch="mlp"), _binary_images, ELBO, generative="implicit"))
 MODELS.register("vae-conv", ModelSpec(lambda: VAE(arch="conv", z_dim=16), _binary_images, lambda: IWAE(k=3),
@@ -81,3 +96,9 @@ MODELS.register("sentence-cnn", ModelSpec(lambda: SentenceCNN(30, 2, embed_dim=8
 MODELS.register("air", ModelSpec(lambda: _small_air("fixed"), _scenes, AIRELBO, kind="scene"))
 MODELS.register("air-pprior", ModelSpec(lambda: _small_air("learned"), _scenes, AIRELBO, kind="scene"))
 MODELS.register("air-pprior-conv", ModelSpec(lambda: _small_air("learned", "conv"), _scenes, AIRELBO, kind="scene"))
+MODELS.register("dcgan-28", ModelSpec(lambda: dcgan(z_dim=8, image_size=28, width=8), _binary_images, _both_players,
+                                      kind="adversarial", generative="implicit"))
+MODELS.register("dcgan-32-wgan-gp", ModelSpec(lambda: dcgan(z_dim=8, image_size=32, width=8),
+                                              lambda: _binary_images(shape=(1, 32, 32)),
+                                              lambda: _both_players("wasserstein", 10.0), kind="adversarial",
+                                              generative="implicit"))

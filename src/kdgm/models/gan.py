@@ -1,0 +1,113 @@
+"""Generative adversarial networks at a size a CPU trains: a generator and a discriminator (critic) in one module.
+
+Lecture ``001_…txt`` (GAN, Wasserstein GAN) and notes ``002_…txt`` section 5. The networks follow DCGAN (Radford et al.
+2016): the generator maps z ~ N(0, I) through a linear layer to a 4×4 or 7×7 feature map and doubles it with
+stride-2 transposed convolutions (batch norm, ReLU) up to the image; the discriminator halves it with stride-2
+convolutions (leaky ReLU) down to one logit. Batch norm is left out of the discriminator, so the same network serves
+as a WGAN critic (no sigmoid: :class:`GAN` returns logits or critic values) and under WGAN-GP's per-example gradient
+penalty.
+
+:class:`GAN` is what the adversarial objectives (:mod:`kdgm.objectives.adversarial`) and the implicit M-step of
+posterior regularization (:class:`kdgm.knowledge.ImplicitMStep`) read: ``sample(n, cond)`` is differentiable in the
+generator's weights, ``discriminate(x, cond)`` gives one value per image.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+# image size → (side of the coarsest feature map, number of stride-2 resolution changes)
+SIZES = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
+
+
+def _layout(image_size: int) -> tuple[int, int]:
+    if image_size not in SIZES:
+        raise ValueError(f"DCGAN networks support {', '.join(f'{s}x{s}' for s in SIZES)} images, got {image_size}")
+    return SIZES[image_size]
+
+
+class DCGANGenerator(nn.Module):
+    """z (B, Z) → images (B, C, S, S) in [0, 1].
+
+    Args:
+        z_dim: latent size. channels: image channels. image_size: 28, 32 or 64.
+        width: channels of the last hidden feature map (doubled at each coarser resolution).
+    """
+
+    def __init__(self, z_dim: int = 64, channels: int = 1, image_size: int = 28, width: int = 32) -> None:
+        super().__init__()
+        base, doublings = _layout(image_size)
+        top = width * 2 ** (doublings - 1)
+        self.z_dim, self.base, self.top = z_dim, base, top
+        self.project = nn.Sequential(nn.Linear(z_dim, top * base * base), nn.BatchNorm1d(top * base * base), nn.ReLU())
+        layers: list[nn.Module] = []
+        for i in range(doublings - 1):
+            c_in = top // 2**i
+            layers += [nn.ConvTranspose2d(c_in, c_in // 2, 4, 2, 1), nn.BatchNorm2d(c_in // 2), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1)]
+        self.upsample = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.project(z).view(-1, self.top, self.base, self.base)  # (B, top, base, base)
+        return torch.sigmoid(self.upsample(h))  # (B, C, S, S)
+
+
+class DCGANDiscriminator(nn.Module):
+    """images (B, C, S, S) → (B,) logits (or critic values); no batch norm (WGAN critics and gradient penalties)."""
+
+    def __init__(self, channels: int = 1, image_size: int = 28, width: int = 32) -> None:
+        super().__init__()
+        base, doublings = _layout(image_size)
+        layers: list[nn.Module] = []
+        c_in = channels
+        for i in range(doublings):
+            c_out = width * 2**i
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.LeakyReLU(0.2)]
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in * base * base, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x).flatten(1)).squeeze(1)  # (B,)
+
+
+class GAN(nn.Module):
+    """A generator and a discriminator, trained by the phases of an adversarial objective.
+
+    Args:
+        generator: z (B, Z) → images.
+        discriminator: images → (B,) logits.
+        z_dim: the generator's latent size.
+    """
+
+    conditional = False
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, z_dim: int) -> None:
+        super().__init__()
+        self.generator, self.discriminator, self.z_dim = generator, discriminator, z_dim
+
+    def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, Z) z ~ N(0, I) on the model's device (drawn on the CPU when a ``generator`` is given)."""
+        device = next(self.parameters()).device
+        if generator is not None:
+            return torch.randn(n, self.z_dim, generator=generator).to(device)
+        return torch.randn(n, self.z_dim, device=device)
+
+    def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None,
+               z: Tensor | None = None) -> Tensor:
+        """(n, C, S, S) images, differentiable in the generator's weights; ``z`` fixes the noise (sample grids)."""
+        if cond is not None:
+            raise ValueError("this GAN is unconditional; sample(n) takes no condition")
+        return self.generator(self.noise(n, generator) if z is None else z)
+
+    def discriminate(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """(B,) discriminator logits (or critic values) of images x."""
+        return self.discriminator(x)
+
+
+def dcgan(z_dim: int = 64, channels: int = 1, image_size: int = 28, width: int = 32) -> GAN:
+    """A DCGAN generator and discriminator for ``image_size`` × ``image_size`` images."""
+    return GAN(DCGANGenerator(z_dim, channels, image_size, width), DCGANDiscriminator(channels, image_size, width),
+               z_dim)
