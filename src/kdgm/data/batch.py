@@ -28,6 +28,11 @@ class Batch:
         first = getattr(self, dataclasses.fields(self)[0].name)
         return len(first)
 
+    def head(self, n: int):
+        """The first ``n`` examples (every tensor field sliced along dimension 0)."""
+        return type(self)(**{f.name: (v[:n] if isinstance(v, Tensor) else v)
+                             for f in dataclasses.fields(self) for v in [getattr(self, f.name)]})
+
 
 @dataclass(frozen=True)
 class ImageBatch(Batch):

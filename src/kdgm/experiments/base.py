@@ -204,6 +204,11 @@ class Experiment(ABC):
         """Write PNG figures of a trained model into ``folder``; return their paths."""
         return []
 
+    def run_config(self, config: TrainConfig) -> TrainConfig:
+        """The config a training run uses, from its row's config (default: unchanged). An experiment whose
+        fine-tuning rows train for their own number of steps sets them here."""
+        return config
+
     def row_active(self, row: Row, config: TrainConfig) -> bool:
         """Whether this config trains the row (a quick preset may run one setting of a table)."""
         return True

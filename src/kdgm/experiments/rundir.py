@@ -95,9 +95,10 @@ def waves(runs: list[Row]) -> list[list[Row]]:
     return groups
 
 
-def row_config(base: TrainConfig, row: Row) -> TrainConfig:
-    """The config of one row: the base config with the row's defining settings applied."""
-    return cfgmod.apply(base, row.settings)
+def row_config(experiment: Experiment, base: TrainConfig, row: Row) -> TrainConfig:
+    """The config of one row: the base config with the row's defining settings applied, then the experiment's
+    :meth:`~kdgm.experiments.base.Experiment.run_config` (e.g. fine-tuning rows' own step count)."""
+    return experiment.run_config(cfgmod.apply(base, row.settings))
 
 
 def seed_folder(run_dir: Path, row: Row, seed: int) -> Path:

@@ -70,9 +70,9 @@ def resolve(request: RunRequest) -> tuple[Experiment, TrainConfig, list[int]]:
         raise UserError(f"select={config.select!r} is not a metric of {experiment.name}'s periodic evaluation "
                         f"(known: {known})")
     for row in experiment.rows:
-        row_config(config, row)  # every row's settings must apply, active or not
+        row_config(experiment, config, row)  # every row's settings must apply, active or not
     for row in training_runs(experiment, config).values():
-        run_config = row_config(config, row)
+        run_config = row_config(experiment, config, row)
         data = experiment.data(run_config, 0)
         per_step = run_config.batch_size * max(request.devices, 1)
         if len(data.train) < per_step:
@@ -214,8 +214,9 @@ def _train_and_record(fabric, run: Run, row: Row, seed: int, resume: bool, progr
     if row.init_from:
         source = training_runs(run.experiment, run.config)[row.init_from]
         init = seed_folder(run.path, source, seed) / "checkpoints" / LAST
-    outcome = train_one(fabric, run.experiment, row_config(run.config, row), seed, folder, identity=identity,
-                        resume=resume, threads=run.record["threads"], init=init, figures_dir=figures_dir,
+    outcome = train_one(fabric, run.experiment, row_config(run.experiment, run.config, row), seed, folder,
+                        identity=identity, resume=resume, threads=run.record["threads"], init=init,
+                        figures_dir=figures_dir,
                         progress_bar=progress_bar, desc=f"{row.run_name} seed {seed}")
     if fabric.global_rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
@@ -287,7 +288,7 @@ def _restore(run: Run, row: Row, seed: int) -> tuple[TrainConfig, ExperimentData
     ckpt = seed_folder(run.path, row, seed) / "checkpoints" / LAST
     if not ckpt.exists():
         raise UserError(f"no checkpoint for row {row.name!r} seed {seed} in {run.path}; train it with kdgm run first")
-    cfg = row_config(run.config, row)
+    cfg = row_config(run.experiment, run.config, row)
     data = run.experiment.data(cfg, seed)
     model = run.experiment.build_model(cfg, data)
     load_model_state(_unwrap(model), load_checkpoint(ckpt, identity=fingerprint(run.record))["model"], ckpt)
