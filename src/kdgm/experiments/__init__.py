@@ -3,9 +3,10 @@
 from kdgm.experiments.asr import ASRCount, ASROverlap
 from kdgm.experiments.base import Experiment
 from kdgm.experiments.sentiment_but import SentimentBut
+from kdgm.experiments.template_infill import TemplateInfill
 from kdgm.experiments.vae_mnist import VAEMnist
 from kdgm.registry import Registry
 
 EXPERIMENTS: Registry[Experiment] = Registry("experiment")
-for _experiment in (VAEMnist(), SentimentBut(), ASRCount(), ASROverlap()):
+for _experiment in (VAEMnist(), SentimentBut(), ASRCount(), ASROverlap(), TemplateInfill()):
     EXPERIMENTS.register(_experiment.name, _experiment)

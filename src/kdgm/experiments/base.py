@@ -169,6 +169,7 @@ class Experiment(ABC):
     rows: tuple[Row, ...]
     metrics: tuple[Metric, ...]
     progress_metrics: tuple[str, ...] = ()  # what evaluate(final=False) returns: the names ``select`` may take
+    curve_terms: tuple[str, ...] = ()  # logged training terms the report plots over training (e.g. an E-step's ESS)
 
     # -- description -------------------------------------------------------------------------------------------
     def differences(self, config: TrainConfig) -> list[str]:
@@ -217,8 +218,9 @@ class Experiment(ABC):
         """Row name → metric key → the paper's number, for this config (e.g. per data set)."""
         return {row.name: dict(row.paper) for row in self.rows}
 
-    def report_sections(self, metrics: dict[str, Any]) -> list[str]:
-        """Extra Markdown lines for the report (e.g. paired differences between rows)."""
+    def report_sections(self, metrics: dict[str, Any], run: Any = None) -> list[str]:
+        """Extra Markdown lines for the report (e.g. paired differences between rows); ``run`` is the run folder
+        (:class:`kdgm.experiments.rundir.Run`), for sections that read its results beyond the metrics."""
         return []
 
     def samples(self, model: nn.Module, n: int, generator: torch.Generator) -> Tensor:

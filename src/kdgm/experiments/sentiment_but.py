@@ -17,7 +17,6 @@ MR and CR have no split: seed s tests on fold ``s mod folds`` of a 10-fold split
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,6 +33,7 @@ from kdgm.knowledge.evaluate import predict_with_rules
 from kdgm.models.text_cnn import SentenceCNN, max_norm_hook
 from kdgm.objectives.base import LossOutput
 from kdgm.objectives.classification import CrossEntropy, logits_of
+from kdgm.report.paired import paired_differences
 from kdgm.train.optim import adam, schedule
 from kdgm.train.updater import Phase
 
@@ -270,21 +270,8 @@ class SentimentBut(Experiment):
             "lambda": model.rules.confidences[0].item(),
         }
 
-    def report_sections(self, metrics: dict[str, Any]) -> list[str]:
-        rows = metrics["rows"]
-        lines = ["", "## Paired differences (same seed)", ""]
+    def report_sections(self, metrics: dict[str, Any], run: Any = None) -> list[str]:
         pairs = [("CNN-Rule-q", "CNN (Kim 2014)"), ("CNN-Rule-p", "CNN (Kim 2014)"),
                  ("CNN + rule at test only", "CNN (Kim 2014)"), ("CNN-Rule-q, learned λ", "CNN (Kim 2014)")]
-        for a, b in pairs:
-            if a not in rows or b not in rows:
-                continue
-            cells = []
-            for key in ("acc", "but_acc"):
-                x, y = rows[a][key]["per_seed"], rows[b][key]["per_seed"]
-                diffs = [u - v for u, v in zip(x, y)]
-                if diffs:
-                    std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-                    cells.append(f"{key}: {statistics.fmean(diffs):+.2f} ± {std:.2f}")
-            lines.append(f"- {a} − {b}: " + "; ".join(cells))
-        return lines
+        return paired_differences(metrics, pairs, ("acc", "but_acc"))
 

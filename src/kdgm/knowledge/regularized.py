@@ -109,7 +109,7 @@ class PosteriorRegularization:
         """(B,) f_φ of the observed outputs x* under their own conditions."""
         cond = self.condition(batch)
         x = self.data(batch)
-        return check_scores(self.constraint(x, cond), len(batch), type(self.constraint).__name__)
+        return check_scores(self.constraint(x, cond), len(x), type(self.constraint).__name__)
 
     def diagnostics(self, f: Tensor, log_w: Tensor) -> dict[str, Tensor]:
         """Logged terms of an E-step: effective sample size (absolute and as a share of S), mean f of the samples

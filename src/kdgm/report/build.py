@@ -48,23 +48,22 @@ def _cell(value: float | None, std: float | None, digits: int) -> str:
 
 
 def _curves(run_dir: Path, experiment, config, seed: int) -> list[Path]:
-    """Training loss and evaluation curves of the first seed of every training run."""
-    train: dict[str, tuple[list[float], list[float]]] = {}
-    evals: dict[str, dict[str, tuple[list[float], list[float]]]] = {}  # metric -> run -> curve
+    """Training loss, the experiment's diagnostic training terms (``curve_terms``) and evaluation curves of the
+    first seed of every training run: one figure per quantity, every run on it."""
+    curves: dict[tuple[str, str], dict[str, tuple[list[float], list[float]]]] = {}  # (kind, key) -> run -> curve
     for name, row in training_runs(experiment, config).items():
         folder = seed_folder(run_dir, row, seed)
         log = read_csv(folder / "train.csv")
-        if "loss" in log:
-            train[name] = (log["step"], log["loss"])
+        for key in ("loss", *experiment.curve_terms):
+            if key in log:
+                curves.setdefault(("training", key), {})[name] = (log["step"], log[key])
         log = read_csv(folder / "eval.csv")
         for key in (k for k in log if k != "step"):
-            evals.setdefault(key, {})[name] = (log["step"], log[key])
+            curves.setdefault(("evaluation", key), {})[name] = (log["step"], log[key])
     paths = []
-    if train:
-        paths.append(plot_curves(train, run_dir / "figures" / "training_loss.png", "training loss", experiment.name))
-    for key, curves in evals.items():  # one figure per held-out metric, every run on it
-        paths.append(plot_curves(curves, run_dir / "figures" / f"evaluation_{slug(key)}.png", f"held-out {key}",
-                                 experiment.name))
+    for (kind, key), runs in curves.items():
+        title = f"training {key}" if kind == "training" else f"held-out {key}"
+        paths.append(plot_curves(runs, run_dir / "figures" / f"{kind}_{slug(key)}.png", title, experiment.name))
     return paths
 
 
@@ -102,7 +101,7 @@ def render(run: Run, metrics: dict[str, Any]) -> str:
     if preset is not None and preset.note:
         lines.append(f"- Preset `{record['preset']}`: {preset.note}.")
     lines += [f"- {line}" for line in experiment.differences(config)]
-    lines += experiment.report_sections(metrics)
+    lines += experiment.report_sections(metrics, run)
     lines += ["", "## Per-seed results", ""]
     for row in experiment.rows:
         if row.name not in metrics["rows"]:

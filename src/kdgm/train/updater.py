@@ -36,6 +36,8 @@ class Phase:
         scheduler: an optional learning-rate scheduler stepped after every optimizer step.
         repeats: optimizer steps of this phase per batch (e.g. 5 critic steps per generator step).
         grad_clip: clip the gradient norm of this phase's parameters to this value.
+        modules: trained modules this phase owns besides the model, by name (the learnable constraint of a φ-step):
+            moved to the device and checkpointed by the updater, never part of the model's own state.
         batches: an endless iterator of batches this phase trains on instead of the loop's batch (e.g. held-out
             data for learning rule confidences, which the training labels would drive toward zero); one with
             ``state_dict`` / ``load_state_dict`` (:class:`kdgm.data.loader.EndlessBatches`) is checkpointed, so a
@@ -49,6 +51,7 @@ class Phase:
     repeats: int = 1
     grad_clip: float | None = None
     batches: Iterator[Batch] | None = None
+    modules: dict[str, nn.Module] = field(default_factory=dict)
     _params: list[Tensor] = field(default_factory=list, repr=False)
 
 
@@ -72,6 +75,10 @@ class PhasedUpdater:
         self.model = model
         self.phases = phases
         self.modules = dict(modules or {})
+        for phase in phases:
+            for name, module in phase.modules.items():
+                if self.modules.setdefault(name, module) is not module:
+                    raise ValueError(f"two different modules are named {name!r}")
         self.fabric: Any = None
 
     def setup(self, fabric) -> None:

@@ -1,0 +1,117 @@
+"""A template-infilling sentence model: a bidirectional GRU reads the template, an attention GRU writes the sentence.
+
+Hu et al. (2018), "Template-guided Sentence Generation": the base model generates the whole sentence given a template
+with blanks, trained by maximum likelihood. The paper does not specify its base network; this one is the classic
+attention encoder-decoder (Bahdanau et al. 2015, with Luong et al.'s dot-product attention), chosen because a
+recurrent decoder samples one token per step at constant cost, which the posterior-regularization E-step needs (S
+samples of every training sentence at every step).
+
+It is an explicit model in kdgm's sense: ``log_prob(x, cond)`` and ``sample(n, cond)``, with x a
+:class:`kdgm.data.templates.Sentences` and cond a :class:`kdgm.data.templates.InfillCondition`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from kdgm.data.templates import BLANK_ID, BOS_ID, EOS_ID, InfillCondition, Sentences
+from kdgm.data.text import Vocabulary
+
+NEVER_SAMPLED = (Vocabulary.PAD, BOS_ID, BLANK_ID)  # tokens the decoder must not write
+
+
+class TemplateInfiller(nn.Module):
+    """p_θ(x | template) = Π_t p(x_t | x_<t, template).
+
+    Args:
+        vocab_size: V (the specials of :mod:`kdgm.data.templates` at ids 0–4).
+        embed_dim: word vectors, shared by the encoder, the decoder input and the output layer (tied).
+        hidden: the decoder's state (the encoder's two directions have hidden / 2 each).
+        dropout: on word vectors and on the output features.
+        max_extra: a sample may be at most this many tokens longer than its template.
+    """
+
+    def __init__(self, vocab_size: int, embed_dim: int = 256, hidden: int = 256, dropout: float = 0.2,
+                 max_extra: int = 15) -> None:
+        super().__init__()
+        if hidden % 2:
+            raise ValueError(f"hidden must be even (two encoder directions), got {hidden}")
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=Vocabulary.PAD)
+        self.encoder = nn.GRU(embed_dim, hidden // 2, batch_first=True, bidirectional=True)
+        self.bridge = nn.Linear(hidden, hidden)
+        self.decoder = nn.GRU(embed_dim, hidden, batch_first=True)
+        self.combine = nn.Linear(2 * hidden, embed_dim)
+        self.out_bias = nn.Parameter(torch.zeros(vocab_size))
+        self.dropout = nn.Dropout(dropout)
+        self.max_extra = max_extra
+
+    def encode(self, cond: InfillCondition) -> tuple[Tensor, Tensor, Tensor]:
+        """(memory (N, U, H), its mask (N, U), the decoder's first state (1, N, H)) for the templates."""
+        lengths = cond.template_lengths.clamp(min=1)
+        packed = pack_padded_sequence(self.dropout(self.embed(cond.template)), lengths.cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        memory, _ = pad_packed_sequence(self.encoder(packed)[0], batch_first=True,
+                                        total_length=cond.template.shape[1])  # (N, U, H)
+        mask = torch.arange(memory.shape[1], device=memory.device) < lengths[:, None]  # (N, U)
+        mean = (memory * mask[..., None]).sum(1) / lengths[:, None]  # (N, H)
+        return memory, mask, torch.tanh(self.bridge(mean))[None]
+
+    def decode(self, inputs: Tensor, memory: Tensor, mask: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """(logits (N, T, V), last state (1, N, H)) for decoder inputs (N, T) given the encoded template."""
+        states, last = self.decoder(self.dropout(self.embed(inputs)), state)  # (N, T, H)
+        scores = states @ memory.transpose(1, 2)  # (N, T, U)
+        weights = torch.softmax(scores.masked_fill(~mask[:, None], float("-inf")), -1)
+        context = weights @ memory  # (N, T, H)
+        features = self.dropout(torch.tanh(self.combine(torch.cat([states, context], -1))))  # (N, T, E)
+        return features @ self.embed.weight.t() + self.out_bias, last  # (N, T, V)
+
+    def token_log_probs(self, x: Sentences, cond: InfillCondition) -> Tensor:
+        """(N, T) log p(x_t | x_<t, template) of every token (0 at padding)."""
+        memory, mask, state = self.encode(cond)
+        bos = torch.full_like(x.tokens[:, :1], BOS_ID)
+        logits, _ = self.decode(torch.cat([bos, x.tokens[:, :-1]], 1), memory, mask, state)  # (N, T, V)
+        log_p = torch.log_softmax(logits.float(), -1).gather(2, x.tokens[..., None]).squeeze(2)  # (N, T)
+        return log_p * x.mask()
+
+    def log_prob(self, x: Sentences, cond: InfillCondition) -> Tensor:
+        """(N,) log p_θ(x | template)."""
+        return self.token_log_probs(x, cond).sum(1)
+
+    def sample(self, n: int, cond: InfillCondition, *, temperature: float = 1.0,
+               generator: torch.Generator | None = None) -> Sentences:
+        """Ancestral samples, one per condition row (n must be the number of rows), without dropout.
+
+        Rows stop at ``<eos>``; a row still open after ``max_extra`` tokens more than its template ends with one.
+        """
+        rows = len(cond.template_lengths)
+        if n != rows:
+            raise ValueError(f"sample draws one sentence per condition row: n={n} but {rows} rows")
+        was_training = self.training
+        self.eval()
+        try:
+            memory, mask, state = self.encode(cond)
+            limit = int(cond.template_lengths.max()) + self.max_extra
+            token = torch.full((n,), BOS_ID, dtype=torch.long, device=memory.device)
+            tokens = torch.zeros(n, limit, dtype=torch.long, device=memory.device)
+            done = torch.zeros(n, dtype=torch.bool, device=memory.device)
+            for t in range(limit):
+                logits, state = self.decode(token[:, None], memory, mask, state)  # (n, 1, V)
+                logits = logits[:, 0].float() / temperature
+                logits[:, list(NEVER_SAMPLED)] = float("-inf")
+                if t == limit - 1:  # out of room: end the sentence
+                    token = torch.full_like(token, EOS_ID)
+                else:
+                    probs = torch.softmax(logits, -1)
+                    token = torch.multinomial(probs.cpu() if generator is not None else probs, 1,
+                                              generator=generator).squeeze(1).to(memory.device)
+                tokens[:, t] = torch.where(done, torch.zeros_like(token), token)
+                done = done | (token == EOS_ID)
+                if bool(done.all()):
+                    break
+        finally:
+            self.train(was_training)
+        lengths = (tokens != 0).sum(1)  # (n,): every token up to and including <eos> is non-padding
+        return Sentences(tokens[:, : int(lengths.max())], lengths)
