@@ -30,6 +30,8 @@ def _outputs(spec, model, batch):
         return model(batch.x).canvas
     if spec.kind == "adversarial":
         return model.discriminate(batch.x)
+    if spec.kind == "sequence":
+        return model.token_log_probs(batch.data(), batch.condition())
     return model(*batch.inputs())
 
 
@@ -46,6 +48,10 @@ def test_forward_shapes(spec):
         t = out.z_pres.shape[0]
         assert out.z_pres.shape == (t, b) and out.z_where.shape == (t, b, 3)
         assert out.canvas.shape == batch.x.shape and out.log_lik.shape == (b,) and out.kl.shape == (b,)
+    elif spec.kind == "sequence":
+        assert model.token_log_probs(batch.data(), batch.condition()).shape == batch.target.shape
+        sample = model.sample(b, batch.condition())
+        assert sample.tokens.shape[0] == b and sample.lengths.shape == (b,)
     elif spec.kind == "adversarial":
         assert model.sample(b).shape == batch.x.shape
         assert model.discriminate(batch.x).shape == (b,)

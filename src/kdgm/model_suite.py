@@ -16,8 +16,10 @@ import torch
 from torch import nn
 
 from kdgm.data.batch import Batch, ImageBatch, SceneBatch, TextBatch
+from kdgm.data.templates import BLANK_ID, EOS_ID, InfillBatch
 from kdgm.models.air import AIR
 from kdgm.models.gan import dcgan
+from kdgm.models.infill import TemplateInfiller
 from kdgm.models.text_cnn import SentenceCNN
 from kdgm.models.vae import VAE
 from kdgm.objectives.adversarial import DiscriminatorLoss, GeneratorLoss
@@ -25,6 +27,7 @@ from kdgm.objectives.air import AIRELBO
 from kdgm.objectives.base import LossOutput, Objective
 from kdgm.objectives.classification import CrossEntropy
 from kdgm.objectives.elbo import ELBO, IWAE
+from kdgm.objectives.likelihood import MaximumLikelihood
 from kdgm.registry import Registry
 
 
@@ -34,8 +37,8 @@ class ModelSpec:
 
     ``kind`` says which interface the model has: ``latent`` (``forward(x, k)`` → named log-densities),
     ``classifier`` (``forward(*batch.inputs())`` → (B, K) logits), ``scene`` (``forward(x)`` → a structured
-    posterior trajectory with a reconstruction ``canvas``) or ``adversarial`` (``sample(n, cond)`` and
-    ``discriminate(x, cond)``).
+    posterior trajectory with a reconstruction ``canvas``), ``adversarial`` (``sample(n, cond)`` and
+    ``discriminate(x, cond)``) or ``sequence`` (``token_log_probs(x, cond)``, ``log_prob``, ``sample``).
 
     ``generative`` says which posterior-regularization M-step applies (:mod:`kdgm.knowledge.regularized`):
     ``explicit`` (``log_prob(x, cond)`` and ``sample(n, cond)``), ``implicit`` (a differentiable ``sample(n, cond)``)
@@ -67,6 +70,16 @@ def _scenes(n: int = 4, size: int = 20) -> SceneBatch:
     boxes = torch.tensor([[4.0, 4.0, 10.0, 10.0], [11.0, 12.0, 17.0, 18.0]]).expand(n, 2, 4).clone()
     boxes[n // 2 :, 1] = 0
     return SceneBatch(x, boxes, counts)
+
+
+def _templates(n: int = 4, vocab: int = 20) -> InfillBatch:
+    """Sentences of 6 words with their second and third words blanked."""
+    target = torch.randint(5, vocab, (n, 7))
+    target[:, 6] = EOS_ID
+    template = torch.cat([target[:, :1], torch.full((n, 1), BLANK_ID), target[:, 3:6]], 1)  # (n, 5)
+    infill = torch.zeros(n, 7, dtype=torch.bool)
+    infill[:, 1:3] = True
+    return InfillBatch(template, torch.full((n,), 5), target, torch.full((n,), 7), infill, torch.arange(n))
 
 
 def _small_air(prior: str, image_encoder: str = "mlp") -> AIR:
@@ -102,3 +115,6 @@ MODELS.register("dcgan-32-wgan-gp", ModelSpec(lambda: dcgan(z_dim=8, image_size=
                                               lambda: _binary_images(shape=(1, 32, 32)),
                                               lambda: _both_players("wasserstein", 10.0), kind="adversarial",
                                               generative="implicit"))
+MODELS.register("template-infiller", ModelSpec(lambda: TemplateInfiller(20, embed_dim=8, hidden=8), _templates,
+                                               lambda: MaximumLikelihood(units=lambda b: b.target_lengths),
+                                               kind="sequence", generative="explicit"))

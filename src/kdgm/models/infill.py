@@ -73,7 +73,8 @@ class TemplateInfiller(nn.Module):
         memory, mask, state = self.encode(cond)
         bos = torch.full_like(x.tokens[:, :1], BOS_ID)
         logits, _ = self.decode(torch.cat([bos, x.tokens[:, :-1]], 1), memory, mask, state)  # (N, T, V)
-        log_p = torch.log_softmax(logits.float(), -1).gather(2, x.tokens[..., None]).squeeze(2)  # (N, T)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision: soft-max in float
+        log_p = torch.log_softmax(logits, -1).gather(2, x.tokens[..., None]).squeeze(2)  # (N, T)
         return log_p * x.mask()
 
     def log_prob(self, x: Sentences, cond: InfillCondition) -> Tensor:
@@ -99,7 +100,7 @@ class TemplateInfiller(nn.Module):
             done = torch.zeros(n, dtype=torch.bool, device=memory.device)
             for t in range(limit):
                 logits, state = self.decode(token[:, None], memory, mask, state)  # (n, 1, V)
-                logits = logits[:, 0].float() / temperature
+                logits = logits[:, 0].to(torch.promote_types(logits.dtype, torch.float32)) / temperature
                 logits[:, list(NEVER_SAMPLED)] = float("-inf")
                 if t == limit - 1:  # out of room: end the sentence
                     token = torch.full_like(token, EOS_ID)
