@@ -177,7 +177,9 @@ def test_interrupt_says_whether_there_is_anything_to_resume(tmp_path, cli_env, c
 
 
 def test_sample_out_that_cannot_be_a_png(finished_run, tmp_path, capsys):
-    refused(["sample", str(finished_run), "--out", str(tmp_path)], "must be a .png file path", capsys, tmp_path)
+    refused(["sample", str(finished_run), "--out", str(tmp_path)], "must be a .png (images) or .txt", capsys, tmp_path)
+    refused(["sample", str(finished_run), "--out", str(tmp_path / "s.txt")], "samples are images; give a .png path",
+            capsys, tmp_path)
     refused(["sample", str(finished_run), "--out", str(tmp_path / "no" / "such.png")], "does not exist", capsys,
             tmp_path)
     refused(["sample", str(finished_run), "--row", "IWAE"], "unknown row 'IWAE'", capsys, tmp_path)

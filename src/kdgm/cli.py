@@ -116,7 +116,7 @@ def _sample(args) -> None:
     import torch
 
     from kdgm.experiments.rundir import load_run
-    from kdgm.experiments.runner import load_trained_model
+    from kdgm.experiments.runner import load_trained
     from kdgm.report.figures import save_image_grid
 
     if args.n < 1:
@@ -125,15 +125,25 @@ def _sample(args) -> None:
     experiment = load_run(run_dir).experiment
     if not experiment.has_samples:
         raise UserError(f"experiment {experiment.name} has no generative samples (it trains classifiers)")
-    path = Path(args.out) if args.out else run_dir / "samples.png"
-    if path.is_dir() or path.suffix.lower() != ".png":
-        raise UserError(f"--out {path} must be a .png file path")
-    if not path.parent.is_dir():
+    path = Path(args.out) if args.out else None
+    if path is not None and (path.is_dir() or path.suffix.lower() not in (".png", ".txt")):
+        raise UserError(f"--out {path} must be a .png (images) or .txt (text) file path")
+    if path is not None and not path.parent.is_dir():
         raise UserError(f"--out {path}: the folder {path.parent} does not exist")
-    experiment, _, model = load_trained_model(run_dir, args.row or None)
+    experiment, _, data, model = load_trained(run_dir, args.row or None)
     with torch.no_grad():
-        images = experiment.samples(model, args.n, torch.Generator().manual_seed(args.seed))
-    print(f"samples: {save_image_grid(images, path)}")
+        samples = experiment.samples(model, args.n, torch.Generator().manual_seed(args.seed), data)
+    kind = ".txt" if isinstance(samples, list) else ".png"
+    if path is not None and path.suffix.lower() != kind:
+        raise UserError(f"--out {path}: {experiment.name} samples are {'text' if kind == '.txt' else 'images'}; "
+                        f"give a {kind} path")
+    if isinstance(samples, list):  # text: one sample per line
+        path = path or run_dir / "samples.txt"
+        path.write_text("\n".join(samples) + "\n")
+        print("\n".join(samples[:10]))
+    else:
+        path = save_image_grid(samples, path or run_dir / "samples.png")
+    print(f"samples: {path}")
 
 
 def _interrupted() -> str:

@@ -203,7 +203,7 @@ class _ASRExperiment(Experiment):
                             folder / "samples.png", nrow=8),
         ]
 
-    def samples(self, model: nn.Module, n: int, generator: torch.Generator):
+    def samples(self, model: nn.Module, n: int, generator: torch.Generator, data: Any = None):
         return model.sample(n, generator)[0].clamp(0, 1)
 
 

@@ -223,8 +223,9 @@ class Experiment(ABC):
         (:class:`kdgm.experiments.rundir.Run`), for sections that read its results beyond the metrics."""
         return []
 
-    def samples(self, model: nn.Module, n: int, generator: torch.Generator) -> Tensor:
-        """(n, C, H, W) images in [0, 1] for ``kdgm sample``."""
+    def samples(self, model: nn.Module, n: int, generator: torch.Generator, data: Any = None) -> Tensor | list[str]:
+        """What ``kdgm sample`` shows: (n, C, H, W) images in [0, 1], or n lines of text (a conditional model reads
+        its conditions from ``data``, the run's :class:`ExperimentData`)."""
         raise UserError(f"experiment {self.name} has no generative samples")
 
     @property

@@ -9,7 +9,7 @@ Layout::
       rows/RUN/seedS/             one training run: checkpoints/last.ckpt, train.csv, eval.csv, tb/, result.json
       figures/                    PNG figures (sample grids, reconstructions, training curves)
       metrics.json, report.md     rebuilt from the result.json files by ``kdgm report``
-      samples.png                 written by ``kdgm sample``
+      samples.png, samples.txt    written by ``kdgm sample``
 
 A run folder is the unit of trust (``DESIGN.md``): ``config.yaml`` records what produced it, every ``result.json``
 and checkpoint carries the fingerprint of that record, and an entry the record does not explain is never loaded —
@@ -36,7 +36,7 @@ RECORD = "config.yaml"
 RESULT = "result.json"
 FORMAT = 2  # version of the record; folders of another version are refused with a clear line
 # What a run writes at the top of its folder, besides rows/ and figures/.
-TOP_FILES = {RECORD, "metrics.json", "report.md", "samples.png"}
+TOP_FILES = {RECORD, "metrics.json", "report.md", "samples.png", "samples.txt"}
 SEED_FILES = {"checkpoints", "train.csv", "eval.csv", "tb", RESULT}
 # The fields of the record that make two runs the same run; a resumed run must match every one.
 # The thread count is recorded beside them but not compared: a resumed run takes the recorded one instead.

@@ -135,7 +135,6 @@ def prepare_folder(request: RunRequest, record: dict[str, Any]) -> Path:
                             "options or use a new --out")
         run = load_run(run_dir)
         check_layout(run_dir, run.experiment, run.config, run.seeds)
-        record["threads"] = saved["threads"]  # the thread count the run started with (results depend on it)
         return run_dir
     if (run_dir / RECORD).exists():
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or --out DIR for a new one")
@@ -297,6 +296,12 @@ def _restore(run: Run, row: Row, seed: int) -> tuple[TrainConfig, ExperimentData
 
 def load_trained_model(run_dir: Path | str, row_name: str | None = None, seed: int | None = None):
     """(experiment, row config, model) with the weights of a finished or checkpointed run."""
+    experiment, cfg, _, model = load_trained(run_dir, row_name, seed)
+    return experiment, cfg, model
+
+
+def load_trained(run_dir: Path | str, row_name: str | None = None, seed: int | None = None):
+    """(experiment, row config, data, model): :func:`load_trained_model` with the run's data."""
     run = load_run(Path(run_dir))
     rows = {row.name: row for row in run.experiment.rows}
     if row_name is not None and row_name not in rows:
@@ -304,8 +309,8 @@ def load_trained_model(run_dir: Path | str, row_name: str | None = None, seed: i
     if seed is not None and seed not in run.seeds:
         raise UserError(f"seed {seed} is not among the run's seeds {run.seeds}")
     row = rows[row_name] if row_name is not None else run.experiment.rows[0]
-    cfg, _, model = _restore(run, row, run.seeds[0] if seed is None else seed)
-    return run.experiment, cfg, model
+    cfg, data, model = _restore(run, row, run.seeds[0] if seed is None else seed)
+    return run.experiment, cfg, data, model
 
 
 def redraw_figures(run_dir: Path) -> list[Path]:

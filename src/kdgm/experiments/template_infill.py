@@ -283,11 +283,13 @@ class TemplateInfill(Experiment):
         metrics["examples"] = [" | ".join([" ".join(t), " ".join(s)]) for t, s in zip(templates[:8], samples[:8])]
         return metrics
 
-    def _samples(self, config: TemplateInfillConfig, model: nn.Module, dataset, n: int):
+    def _samples(self, config: TemplateInfillConfig, model: nn.Module, dataset, n: int,
+                 generator: torch.Generator | None = None):
         """(samples, templates, true infills) as words, for the first n test templates, one sample each."""
         n = min(n, len(dataset))
         device = next(model.parameters()).device
-        generator = torch.Generator().manual_seed(0)  # the same draws for every row: samples differ by the model
+        # by default the same draws for every row, so that rows' samples differ by the model only
+        generator = generator or torch.Generator().manual_seed(0)
         samples, templates, truths = [], [], []
         for batch in BatchLoader(_First(dataset, n), 256, shuffle=False, drop_last=False):
             cond = batch.to(device).condition()
@@ -298,6 +300,15 @@ class TemplateInfill(Experiment):
             truths += [[w for w, keep in zip(words, row.tolist()) if keep]
                        for words, row in zip(dataset.words(batch.target, batch.target_lengths), batch.infill)]
         return samples, templates, truths
+
+    def samples(self, model: nn.Module, n: int, generator: torch.Generator, data: Any = None) -> list[str]:
+        """One sample for each of the first n test templates: ``template => sentence``."""
+        if data is None:
+            raise UserError("template-infill samples need the run's data (its test templates)")
+        config = TemplateInfillConfig()
+        samples, templates, _ = self._samples(replace(config, eval_temperature=1.0), model, data.splits.test, n,
+                                              generator)
+        return [f"{' '.join(t)}  =>  {' '.join(s)}" for t, s in zip(templates, samples)]
 
     def report_sections(self, metrics: dict[str, Any], run: Any = None) -> list[str]:
         pairs = [(row, BASE) for row in KNOWLEDGE.values()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -121,5 +121,5 @@ class VAEMnist(Experiment):
             save_image_grid(pairs, folder / "reconstructions.png", nrow=8),
         ]
 
-    def samples(self, model: nn.Module, n: int, generator: torch.Generator) -> Tensor:
+    def samples(self, model: nn.Module, n: int, generator: torch.Generator, data: Any = None) -> Tensor:
         return model.sample(n, generator=generator)
