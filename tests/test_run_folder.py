@@ -237,3 +237,8 @@ def test_a_fine_tuning_row_starts_from_its_base_run_of_the_same_seed(tmp_path, c
 def test_waves_put_each_run_after_the_run_it_starts_from():
     a, b, c = Row("a"), Row("b", init_from="a"), Row("c", init_from="b")
     assert [[r.name for r in wave] for wave in waves([a, b, c, Row("d")])] == [["a", "d"], ["b"], ["c"]]
+
+
+def test_experiments_that_cannot_train_data_parallel_say_so(tmp_path, cli_env, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused(["run", "template-infill", "--devices", "2"], "does not train data-parallel yet", capsys, tmp_path)

@@ -170,6 +170,9 @@ class Experiment(ABC):
     metrics: tuple[Metric, ...]
     progress_metrics: tuple[str, ...] = ()  # what evaluate(final=False) returns: the names ``select`` may take
     curve_terms: tuple[str, ...] = ()  # logged training terms the report plots over training (e.g. an E-step's ESS)
+    # Whether --devices N (DDP) computes the right gradients: objectives that call model methods other than forward
+    # (sample, log_prob) bypass DDP's gradient synchronisation, so such experiments train on one device per run.
+    data_parallel: bool = True
 
     # -- description -------------------------------------------------------------------------------------------
     def differences(self, config: TrainConfig) -> list[str]:

@@ -55,6 +55,9 @@ def resolve(request: RunRequest) -> tuple[Experiment, TrainConfig, list[int]]:
     from kdgm.experiments import EXPERIMENTS
 
     experiment = EXPERIMENTS[request.experiment]
+    if request.devices > 1 and not experiment.data_parallel:
+        raise UserError(f"{experiment.name} does not train data-parallel yet (its objectives call the model's sample "
+                        "and log_prob, which DDP does not synchronise); use --jobs N to train runs side by side")
     if request.preset not in experiment.presets:
         raise UserError(
             f"unknown preset {request.preset!r} for {experiment.name} (known: {', '.join(experiment.presets)})"

@@ -196,6 +196,7 @@ class TemplateInfill(Experiment):
         Metric("distinct2", "distinct-2", lower_is_better=False, digits=3),
     )
     progress_metrics = ("infill_ppl",)
+    data_parallel = False
     curve_terms = ("ess_share", "f_p", "f_q", "phi/f_data", "nll")
 
     def run_config(self, config: TemplateInfillConfig) -> TemplateInfillConfig:
