@@ -18,7 +18,7 @@ from kdgm import cache
 from kdgm.cli import main
 from kdgm.experiments import EXPERIMENTS, runner
 from kdgm.experiments.base import Row
-from kdgm.experiments.rundir import slug, waves
+from kdgm.experiments.rundir import slug
 from kdgm.experiments.vae_mnist import VAEMnist
 from kdgm.train.checkpoint import LAST, load_checkpoint, save_checkpoint
 
@@ -232,11 +232,6 @@ def test_a_fine_tuning_row_starts_from_its_base_run_of_the_same_seed(tmp_path, c
             torch.testing.assert_close(fine[key], pre[key], msg=key)
     first = "encoder.1.0.weight"
     assert not torch.equal(weights("pre", 0)[first], weights("pre", 1)[first])
-
-
-def test_waves_put_each_run_after_the_run_it_starts_from():
-    a, b, c = Row("a"), Row("b", init_from="a"), Row("c", init_from="b")
-    assert [[r.name for r in wave] for wave in waves([a, b, c, Row("d")])] == [["a", "d"], ["b"], ["c"]]
 
 
 def test_experiments_that_cannot_train_data_parallel_say_so(tmp_path, cli_env, capsys, monkeypatch):

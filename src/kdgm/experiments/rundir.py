@@ -81,20 +81,6 @@ def training_runs(experiment: Experiment, config: TrainConfig | None = None) -> 
     return runs
 
 
-def waves(runs: list[Row]) -> list[list[Row]]:
-    """The runs in groups that can train side by side: each run after the run it starts from (``init_from``)."""
-    done: set[str] = set()
-    groups: list[list[Row]] = []
-    pending = list(runs)
-    while pending:
-        ready = [row for row in pending if not row.init_from or row.init_from in done or
-                 row.init_from not in {r.run_name for r in pending}]
-        groups.append(ready)
-        done |= {row.run_name for row in ready}
-        pending = [row for row in pending if row not in ready]
-    return groups
-
-
 def row_config(experiment: Experiment, base: TrainConfig, row: Row) -> TrainConfig:
     """The config of one row: the base config with the row's defining settings applied, then the experiment's
     :meth:`~kdgm.experiments.base.Experiment.run_config` (e.g. fine-tuning rows' own step count)."""

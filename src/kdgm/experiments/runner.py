@@ -21,7 +21,7 @@ from kdgm.errors import UserError
 from kdgm.experiments.base import Experiment, ExperimentData, Row, TrainConfig
 from kdgm.experiments.rundir import (
     FORMAT, IDENTITY, RECORD, RESULT, Run, check_layout, fingerprint, load_run, read_record, row_config, seed_folder,
-    slug, training_runs, waves, write_json,
+    slug, training_runs, write_json,
 )
 from kdgm.train.checkpoint import BEST, LAST, load_checkpoint, load_model_state
 from kdgm.train.fabric import accelerator_of, configure_process, make_fabric
@@ -246,20 +246,32 @@ def _run_parallel(request: RunRequest, run_dir: Path) -> None:
 
     The runs are independent, so this is the cheapest parallelism on a many-core CPU where one small model cannot
     use every core; the results are the same files ``_run_all`` writes, so a killed parallel run resumes either way.
+    A fine-tuning run starts as soon as the run it starts from has finished for its seed (not after every seed's).
     """
     import multiprocessing
+    import time
 
     from tqdm import tqdm
 
     run = load_run(run_dir)
-    groups = [_pending(run, wave) for wave in waves(list(training_runs(run.experiment, run.config).values()))]
-    total = sum(len(group) for group in groups)
-    with multiprocessing.get_context("spawn").Pool(min(request.jobs, max(1, total))) as pool, \
-            tqdm(total=total, desc=f"{run.experiment.name} runs", disable=request.progress_bar is False) as bar:
-        for group in groups:  # fine-tuning runs wait for the runs they start from
-            tasks = [(run_dir, row.name, seed, request.device, request.resume) for row, seed in group]
-            for _ in pool.imap_unordered(_run_job, tasks):
-                bar.update(1)
+    waiting = _pending(run)
+    unfinished = {(row.run_name, seed) for row, seed in waiting}
+    running: dict[tuple[str, int], Any] = {}
+    with multiprocessing.get_context("spawn").Pool(min(request.jobs, max(1, len(waiting)))) as pool, \
+            tqdm(total=len(waiting), desc=f"{run.experiment.name} runs", disable=request.progress_bar is False) as bar:
+        while waiting or running:
+            ready = [(row, seed) for row, seed in waiting if (row.init_from, seed) not in unfinished]
+            for row, seed in ready:  # queued in table order; the pool starts them as workers free up
+                task = (run_dir, row.name, seed, request.device, request.resume)
+                running[(row.run_name, seed)] = pool.apply_async(_run_job, (task,))
+                waiting.remove((row, seed))
+            for key, result in list(running.items()):
+                if result.ready():
+                    result.get()  # re-raises a worker's error here, as one line through the CLI
+                    del running[key]
+                    unfinished.discard(key)
+                    bar.update(1)
+            time.sleep(0.2)
 
 
 def run(request: RunRequest) -> Path:
