@@ -298,3 +298,15 @@ def test_a_fixed_constraint_raises_its_expectation_on_every_generative_model(nam
 
 def test_the_registry_has_generative_models_for_the_shared_test():
     assert GENERATIVE, "no registered model declares an explicit or implicit PR M-step"
+
+
+def test_explicit_m_step_per_unit_divides_by_the_q_weighted_length(problem):
+    logits, f_true = problem
+    model = Tabular(logits)
+    batch = Conditioned(torch.zeros(3, dtype=torch.long), torch.arange(3))
+    pr = PosteriorRegularization(FunctionConstraint(lambda x, c: f_true[x]), alpha=1.0, samples=64)
+    torch.manual_seed(8)
+    whole = ExplicitMStep(pr, weight=1.0)(model, batch).total
+    torch.manual_seed(8)
+    per_unit = ExplicitMStep(pr, weight=1.0, units=lambda x: torch.full((len(x),), 4.0))(model, batch).total
+    torch.testing.assert_close(per_unit, whole / 4)

@@ -217,7 +217,8 @@ class TemplateInfill(Experiment):
             f"{config.finetune_steps} steps (lr {config.finetune_lr}).",
             f"PR rows: M-step = (1 − {config.pr_weight})·MLE + {config.pr_weight}·q-weighted likelihood of "
             f"{config.samples} samples (temperature {config.temperature}) for {config.pr_conditions} templates per "
-            f"batch, centred weights: {config.center}; α = {config.alpha}; φ-steps with E[f²] penalty {config.f_penalty}.",
+            f"batch, centred weights: {config.center}, per token (divided by the q-weighted sample length, as the "
+            f"per-token likelihood beside it); α = {config.alpha}; φ-steps with E[f²] penalty {config.f_penalty}.",
             "Constraint f_φ: soft recall/precision of the written words against the true infill in a learned 64-d "
             "embedding, pooled embeddings and length ratio, a 2-layer scorer (the paper's network is not specified).",
             "Main column: perplexity of the true infilled tokens given the template (the paper reports a perplexity "
@@ -247,7 +248,9 @@ class TemplateInfill(Experiment):
         observed, condition = _head(config.pr_conditions)
         pr = PosteriorRegularization(constraint, config.alpha, config.samples, data=observed, condition=condition,
                                      sample_kwargs={"temperature": config.temperature})
-        m_step = ExplicitMStep(pr, base=mle, weight=config.pr_weight, center=config.center)
+        # per token, as the likelihood term beside it
+        m_step = ExplicitMStep(pr, base=mle, weight=config.pr_weight, center=config.center,
+                               units=lambda x: x.lengths)
         phi = {"binary_d": BinaryDiscriminator(pr), "m_step": SampleMaximisation(pr, config.f_penalty),
                "learned": TeacherLikelihood(pr, config.f_penalty)}[config.method]
         return [

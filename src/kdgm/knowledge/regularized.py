@@ -157,13 +157,17 @@ class ExplicitMStep:
         weight: the balance of the PR term (π of distillation).
         center: use ``w_s − 1/S`` instead of ``w_s``. Unbiased, since ``E_p[∇ log p_θ] = 0``, and it only moves
             p_θ where q differs from p: uniform weights (a constraint that says nothing) give no gradient at all.
+        units: (N,) units of each sample (a sentence's tokens) to put the PR term on the scale of a per-unit base
+            objective: ``−E_q[log p_θ(x)] / E_q[units(x)]``. None: per sample. Without it a sentence-level PR term
+            outweighs a per-token likelihood by the sentence length (measured on template-infill: every PR row
+            doubled the infill perplexity of continued maximum likelihood).
     """
 
     def __init__(self, pr: PosteriorRegularization, base: Objective | None = None, weight: float = 0.5,
-                 center: bool = True) -> None:
+                 center: bool = True, units: Callable[[Any], Tensor] | None = None) -> None:
         if not 0 <= weight <= 1:
             raise ValueError(f"weight must be in [0, 1], got {weight}")
-        self.pr, self.base, self.weight, self.center = pr, base, weight, center
+        self.pr, self.base, self.weight, self.center, self.units = pr, base, weight, center, units
 
     def __call__(self, model: nn.Module, batch) -> LossOutput:
         draw = self.pr.draw(model, batch)
@@ -172,8 +176,11 @@ class ExplicitMStep:
             log_w = log_weights(f, self.pr.alpha)  # (S, B)
         w = log_w.exp() - (1.0 / draw.S if self.center else 0.0)  # (S, B)
         log_p = model.log_prob(draw.x, draw.cond).view(draw.S, draw.B)  # (S, B)
-        pr_loss = -(w * log_p).sum(0).mean()
-        terms = {"pr_nll": -(log_w.exp() * log_p).sum(0).mean().detach(), **self.pr.diagnostics(f, log_w)}
+        scale = 1.0
+        if self.units is not None:  # E_q[units]: the q-weighted mean length of a sample
+            scale = (log_w.exp() * self.units(draw.x).view(draw.S, draw.B).to(log_p.dtype)).sum(0).mean()
+        pr_loss = -(w * log_p).sum(0).mean() / scale
+        terms = {"pr_nll": (-(log_w.exp() * log_p).sum(0).mean() / scale).detach(), **self.pr.diagnostics(f, log_w)}
         return _blend(self.base, model, batch, self.weight, pr_loss, terms)
 
 
