@@ -1,17 +1,20 @@
-"""kdgm.knowledge: soft logic, the PR projection against brute force, the A-but-B rule, π schedule, the φ-step."""
+"""kdgm.knowledge: soft logic, the PR projection against brute force, the A-but-B rule, π schedule, the φ-step; the
+checks that keep rules from failing silently, rule coverage, and p / q evaluation against a hand-computed teacher."""
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
 from torch import nn
 
+from kdgm.data import BatchLoader, SentenceDataset, Vocabulary
 from kdgm.data.batch import TextBatch
 from kdgm.knowledge import (
-    ButRule, FunctionRule, ImitationSchedule, Lukasiewicz, Product, RuleDistillation, RuleSet, TeacherLikelihood,
-    Truth, but_clauses, project, rule_penalty,
+    ButRule, FunctionRule, ImitationSchedule, Lukasiewicz, Product, RuleDistillation, RulePredictions, RuleSet,
+    TeacherLikelihood, Truth, but_clauses, predict_with_rules, project, rule_penalty,
 )
 
 
@@ -189,3 +192,217 @@ def test_semantic_loss_peer_matches_pylon():
     # by hand: −log(p₀q₀ + p₁q₁) summed
     p, q = a.softmax(-1), b.softmax(-1)
     torch.testing.assert_close(semantic_loss(a, b), -((p * q).sum(-1)).log().sum())
+
+
+# ----------------------------------------------------------------------------- rules that would fail silently
+
+
+def test_truth_accepts_bool_masks_and_python_bools():
+    mask = torch.tensor([[True, False], [False, True]])
+    for truth in (Truth(mask), Truth.of(mask)):
+        assert truth.value.dtype == torch.get_default_dtype() and truth.value.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert Truth(True).value.item() == 1.0 and (~Truth.of(True)).value.item() == 0.0
+    assert (Truth(mask) >> False).value.tolist() == [[0.0, 1.0], [1.0, 0.0]]  # a python bool as the other operand
+    assert (Truth(torch.tensor([[1.0], [0.0]])) & mask).value.tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    assert (Truth(torch.tensor(0.5, dtype=torch.float64)) | True).value.dtype == torch.float64  # dtypes promote
+
+
+def _toy_batch(b: int = 3):
+    """A batch of b examples and (B, 2) student log-probabilities."""
+    class Batch:
+        x = torch.randn(b, 4, generator=torch.Generator().manual_seed(0))
+        y = torch.zeros(b, dtype=torch.long)
+
+        def inputs(self):
+            return (self.x,)
+
+    net = nn.Linear(4, 2)
+    batch = Batch()
+    return net, batch, torch.log_softmax(net(batch.x), -1).detach()
+
+
+def per_example(model, batch):  # a truth per example only: (B, 1)
+    return torch.ones(len(batch.x), 1)
+
+
+def same_for_every_example(model, batch):  # a truth per output only: (1, K)
+    return torch.tensor([[0.0, 1.0]])
+
+
+def test_a_table_of_the_wrong_shape_is_a_one_line_error_naming_the_rule():
+    net, batch, log_p = _toy_batch()
+    good = FunctionRule(lambda m, b: torch.ones(3, 2))
+    with pytest.raises(ValueError) as info:
+        RuleSet([good, FunctionRule(per_example)]).teacher(log_p, net, batch)
+    message = str(info.value)
+    assert message.startswith("rule 1 (FunctionRule per_example) returned a truth table of shape (3, 1), expected "
+                              "(3, 2)")
+    assert "cannot change q" in message and "\n" not in message
+    with pytest.raises(ValueError, match=r"shape \(1, 2\), expected \(3, 2\).*\.expand\(3, 2\)"):
+        RuleSet([FunctionRule(same_for_every_example)]).teacher(log_p, net, batch)
+    table = RuleSet([FunctionRule(lambda m, b: same_for_every_example(m, b).expand(3, 2))]).truths(net, batch, (3, 2))
+    assert table[0].shape == (3, 2)
+
+
+@pytest.mark.parametrize("value, shown", [(1.5, "min 0.5, max 1.5"), (-0.25, "min -0.25, max 0.5"),
+                                          (float("nan"), "min nan, max nan"), (float("inf"), "max inf")])
+def test_truths_outside_the_unit_interval_are_one_line_errors(value, shown):
+    net, batch, log_p = _toy_batch()
+    table = torch.full((3, 2), 0.5)
+    table[1, 0] = value
+    rules = RuleSet([FunctionRule(lambda m, b: table)])
+    with pytest.raises(ValueError) as info:
+        rules.teacher(log_p, net, batch)
+    message = str(info.value)
+    assert "rule 0 (FunctionRule <lambda>)" in message and "outside [0, 1]" in message and shown in message
+    assert "\n" not in message
+
+
+def test_a_rule_may_return_a_bool_mask_or_a_truth():
+    net, batch, log_p = _toy_batch()
+    mask = torch.tensor([[False, True], [True, True], [True, False]])
+    rules = RuleSet([FunctionRule(lambda m, b: mask), FunctionRule(lambda m, b: Truth(mask))])
+    first, second = rules.truths(net, batch, (3, 2))
+    assert torch.equal(first, mask.float()) and torch.equal(second, mask.float())
+    assert torch.isfinite(rules.teacher(log_p, net, batch)).all()
+
+
+# ------------------------------------------------------------------------------------------------- coverage
+
+
+def test_a_rule_fires_where_its_truth_differs_between_outputs():
+    # rows: holds for every output; equally violated by every output; favours label 1; prefers label 1 a little
+    table = torch.tensor([[1.0, 1.0], [0.5, 0.5], [0.0, 1.0], [0.2, 0.3]])
+    fires = RuleSet.fires([table, torch.ones(4, 2)])
+    assert fires.shape == (4, 2) and fires[:, 0].tolist() == [False, False, True, True] and not fires[:, 1].any()
+    torch.testing.assert_close(RuleSet.coverage([table, torch.ones(4, 2)]), torch.tensor([0.5, 0.0]))
+    # why constant rows do not count: they leave the teacher equal to the student
+    log_p = torch.log_softmax(torch.randn(4, 2), -1)
+    log_q = project(log_p, rule_penalty([table], torch.tensor([1.0]), C=6.0))
+    torch.testing.assert_close(log_q[:2], log_p[:2])
+    assert not torch.allclose(log_q[2:], log_p[2:])
+
+
+def test_teacher_can_return_the_coverage_and_is_unchanged_by_it():
+    net, batch, log_p = _toy_batch(4)
+    table = torch.tensor([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [0.3, 0.3]])
+    rules = RuleSet([FunctionRule(lambda m, b: table, confidence=0.7)], C=2.0)
+    log_q, coverage = rules.teacher(log_p, net, batch, with_coverage=True)
+    torch.testing.assert_close(log_q, rules.teacher(log_p, net, batch))
+    torch.testing.assert_close(log_q, torch.log_softmax(log_p - 2.0 * 0.7 * (1 - table), -1))
+    torch.testing.assert_close(coverage, torch.tensor([0.5]))
+
+
+def test_distillation_logs_each_rules_coverage():
+    net, batch, _ = _toy_batch(4)
+    favours_one = torch.tensor([[0.0, 1.0], [1.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    rules = RuleSet([FunctionRule(lambda m, b: favours_one), FunctionRule(lambda m, b: torch.ones(4, 2))])
+    terms = RuleDistillation(rules)(net, batch).terms
+    assert terms["coverage0"].item() == pytest.approx(0.75) and terms["coverage1"].item() == 0.0
+
+
+# ------------------------------------------------------------------------------------------- p and q on a set
+
+
+class FirstTokenModel(nn.Module):
+    """Logits looked up from the first token; a dropout that would zero them all if left in training mode."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.table = nn.Embedding.from_pretrained(logits)
+        self.dropout = nn.Dropout(p=1.0)
+
+    def forward(self, tokens, lengths=None):
+        return self.dropout(self.table(tokens[:, 0]))  # (B, K)
+
+
+def _review_set():
+    sentences = [["great", "film"], ["dull", "film"], ["great", "but", "dull"], ["film"], ["dull"]]
+    vocab = Vocabulary.build(sentences)
+    return SentenceDataset.from_sentences(sentences, [1, 0, 0, 1, 0], vocab), vocab
+
+
+def test_predict_with_rules_equals_the_hand_computed_projection():
+    data, vocab = _review_set()
+    logits = torch.zeros(len(vocab), 2)
+    logits[vocab.stoi["great"]] = torch.tensor([0.5, 0.0])  # the student leans negative on "great ..."
+    logits[vocab.stoi["dull"]] = torch.tensor([0.5, 0.0])
+    logits[vocab.stoi["film"]] = torch.tensor([0.2, 0.0])
+    model = FirstTokenModel(logits).train()
+    great = vocab.stoi["great"]
+
+    def great_is_good(model, batch):  # (B, 2): sentences with "great" are positive
+        has_great = (batch.tokens == great).any(1)[:, None]  # (B, 1)
+        return (Truth(has_great) >> Truth(torch.tensor([[0.0, 1.0]]))).value
+
+    C, lam = 3.0, 0.5
+    rules = RuleSet([FunctionRule(great_is_good, confidence=lam)], C=C)
+    predictions = predict_with_rules(model, rules, data, batch_size=2)  # three batches, the last one ragged
+
+    # by hand: p from the first token; q ∝ p · exp(−C λ) on the negative label of sentences with "great"
+    first = [vocab.stoi[s[0]] for s in data.sentences]
+    p = torch.softmax(logits[first], -1)  # (5, 2)
+    weight = torch.tensor([[math.exp(-C * lam), 1.0] if "great" in s else [1.0, 1.0] for s in data.sentences])
+    q = p * weight / (p * weight).sum(-1, keepdim=True)
+    torch.testing.assert_close(predictions.log_p.exp(), p)
+    torch.testing.assert_close(predictions.log_q.exp(), q)
+    assert predictions.y.tolist() == [1, 0, 0, 1, 0] and len(predictions) == 5
+    assert predictions.fires[:, 0].tolist() == [True, False, True, False, False]
+    torch.testing.assert_close(predictions.coverage, torch.tensor([0.4]))
+    # the rule flips both "great" sentences to positive: right for "great film", wrong for "great but dull"
+    assert p.argmax(-1).tolist() == [0, 0, 0, 0, 0] and q.argmax(-1).tolist() == [1, 0, 1, 0, 0]
+    assert predictions.accuracy() == pytest.approx({"p": 3 / 5, "q": 3 / 5})
+    assert predictions.accuracy(predictions.fires[:, 0]) == pytest.approx({"p": 0.5, "q": 0.5})
+    assert model.training  # put back in the mode it was in
+
+
+def test_predict_with_rules_keeps_eval_mode_and_takes_an_ordered_loader():
+    data, vocab = _review_set()
+    model = FirstTokenModel(torch.randn(len(vocab), 2)).eval()
+    rules = RuleSet([FunctionRule(lambda m, b: torch.ones(len(b.tokens), 2))])
+    from_set = predict_with_rules(model, rules, data)
+    from_loader = predict_with_rules(model, rules, BatchLoader(data, 2, shuffle=False, drop_last=False))
+    assert not model.training
+    torch.testing.assert_close(from_set.log_q, from_loader.log_q)
+    torch.testing.assert_close(from_set.log_q, from_set.log_p)  # a rule that always holds: q = p
+    with pytest.raises(ValueError, match="every example in order"):
+        predict_with_rules(model, rules, BatchLoader(data, 2))  # shuffles and drops the last batch
+    with pytest.raises(ValueError, match="no batch"):
+        predict_with_rules(model, rules, [])
+
+
+def test_accuracy_masks():
+    predictions = RulePredictions(log_p=torch.log(torch.tensor([[0.9, 0.1], [0.2, 0.8]])),
+                                  log_q=torch.log(torch.tensor([[0.4, 0.6], [0.2, 0.8]])),
+                                  y=torch.tensor([0, 0]), fires=torch.tensor([[True], [False]]))
+    assert predictions.accuracy() == {"p": 0.5, "q": 0.0}
+    assert predictions.accuracy(torch.tensor([True, False])) == {"p": 1.0, "q": 0.0}
+    assert all(math.isnan(v) for v in predictions.accuracy(torch.tensor([False, False])).values())
+    with pytest.raises(ValueError, match="2 bools, one per example"):
+        predictions.accuracy(torch.tensor([1, 0]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_predict_with_rules_on_the_model_device_with_rules_on_the_cpu():
+    data, vocab = _review_set()
+    model = FirstTokenModel(torch.randn(len(vocab), 2)).cuda()
+    rules = RuleSet([FunctionRule(lambda m, b: Truth(b.tokens[:, :1] > 2) >> Truth(torch.tensor([[0.0, 1.0]])))])
+    predictions = predict_with_rules(model, rules, data)
+    assert predictions.log_q.device.type == "cpu" and torch.isfinite(predictions.log_q).all()
+
+
+# ------------------------------------------------------------------------------------------ A-but-B by words
+
+
+def test_but_rule_from_vocab_matches_every_case():
+    vocab = Vocabulary.build([["fine", "But", "but", "slow", "good"]])
+    rule = ButRule.from_vocab(vocab)
+    assert rule.but_id == tuple(sorted((vocab.stoi["But"], vocab.stoi["but"])))
+    assert list(rule.state_dict()) == ["raw_confidence"]  # checkpoints keep their keys
+    ids = [[vocab.stoi[w] for w in s] for s in (["But", "slow"], ["fine", "but", "good"], ["fine", "good"])]
+    batch = _batch(ids)
+    has, clause, lengths = but_clauses(batch.tokens, batch.lengths, rule.but_id)
+    assert has.tolist() == [True, True, False] and lengths.tolist() == [1, 1, 0]
+    assert clause[0, 0] == vocab.stoi["slow"] and clause[1, 0] == vocab.stoi["good"]
+    with pytest.raises(ValueError, match="no 'however' in any case"):
+        ButRule.from_vocab(vocab, word="however")

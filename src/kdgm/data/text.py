@@ -1,13 +1,15 @@
-"""Sentence classification data in the format of Kim (2014): SST-2, MR, CR and TREC.
+"""Sentence classification data in the format of Kim (2014): any such files, and SST-2, MR, CR and TREC by name.
 
-Each file holds one sentence per line, ``LABEL<space>tokenised sentence``. The files are not shipped with kdgm: the
-user names the folder that holds them (``data_dir`` / ``--data-dir`` or ``$KDGM_DATA_DIR``). SST-2 and TREC come
-with an official split; MR and CR do not and are evaluated by 10-fold cross-validation, as in Kim (2014) and in
-Hu et al. (2016) "Harnessing Deep Neural Networks with Logic Rules".
+Each file holds one sentence per line, ``LABEL<space>tokenised sentence``. :func:`load_text_classification` reads
+any train / test (/ dev) files of that format; :func:`load_sentiment` (alias :func:`load_named_text`) loads the data
+sets of Kim (2014) and Hu et al. (2016) "Harnessing Deep Neural Networks with Logic Rules" by name from a folder the
+user names (``data_dir`` / ``--data-dir`` or ``$KDGM_DATA_DIR``; README, section "Text data"). SST-2 and TREC come
+with an official split; MR and CR do not and are evaluated by 10-fold cross-validation, as in both papers.
 
 Sentences are stored as one padded id tensor per split, so a batch is a single indexing operation
 (``SentenceDataset.batch``); the raw token lists are kept alongside for rules that inspect the words, such as the
-A-but-B rule of Hu et al. (2016) (see :func:`split_on_but`).
+A-but-B rule of Hu et al. (2016) (see :func:`split_on_but`). Rules written with words get their ids from
+:meth:`Vocabulary.ids_of`, which matches every case variant and warns about words the vocabulary lacks.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -48,13 +50,16 @@ DATASETS = {
     "cr": ("sentiment", 2),
     "trec": ("questions", 6),
 }
-# name -> the class of each integer label (TREC's order is that of its files, see ../shared/data/README.md)
+# name -> the class of each integer label. TREC's labels are not alphabetical: checked against TREC.train.all,
+# label 2 holds the 86 abbreviation questions ("What does S.O.S. stand for ?"), 5 the numeric ones ("When ...").
 LABEL_NAMES = {
     "sst2": ("negative", "positive"),
     "mr": ("negative", "positive"),
     "cr": ("negative", "positive"),
     "trec": ("DESC", "ENTY", "ABBR", "HUM", "LOC", "NUM"),
 }
+
+README_HINT = "README, section 'Text data'"
 
 # Tokens are separated by ASCII whitespace only: the latin-1 files contain U+0085 (an ellipsis in cp1252) and the
 # SST-2 files U+00A0, which ``str.split()`` would treat as separators, changing the tokens Kim's byte-level
@@ -78,7 +83,7 @@ def resolve_data_dir(data_dir: str | Path | None, subfolder: str = "sentiment") 
     if subfolder not in FOLDER_FILES:
         raise UserError(f"unknown data subfolder {subfolder!r}; use one of {', '.join(FOLDER_FILES)}")
     marker = FOLDER_FILES[subfolder][0]
-    hint = f"give --data-dir DIR or set {DATA_ENV} to the folder with {marker} (README, section 'Text data')"
+    hint = f"give --data-dir DIR or set {DATA_ENV} to the folder with {marker} ({README_HINT})"
     if data_dir is None:
         data_dir = os.environ.get(DATA_ENV) or None
     if data_dir is None:
@@ -98,7 +103,7 @@ def _decode(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-def read_sentences(path: Path) -> tuple[list[list[str]], list[int]]:
+def read_sentences(path: str | Path) -> tuple[list[list[str]], list[int]]:
     """Read one file in Kim's format.
 
     Lines are split on ``"\\n"`` only (``str.splitlines`` would also break at U+0085, which MR contains inside
@@ -113,7 +118,8 @@ def read_sentences(path: Path) -> tuple[list[list[str]], list[int]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"data file not found: {path}; check --data-dir or {DATA_ENV}")
+        raise UserError(f"data file not found: {path} (a sentence file in Kim's format, one 'LABEL word word ...' "
+                        f"line per sentence; {README_HINT})")
     text = _decode(path.read_bytes())
     sentences: list[list[str]] = []
     labels: list[int] = []
@@ -192,26 +198,36 @@ class Vocabulary:
     def encode(self, tokens: Sequence[str]) -> list[int]:
         return [self.stoi.get(token, self.UNK) for token in tokens]
 
-    def ids_of(self, words: Sequence[str], *, case_insensitive: bool = True, warn: bool = True) -> set[int]:
+    def ids_of(self, words: str | Iterable[str], *, case_insensitive: bool = True, warn: bool = True) -> set[int]:
         """The token ids of ``words``, for rules built from words (e.g. "a sentence with 'but'").
 
-        The vocabulary is case-sensitive, so a rule written with "But" would silently miss "but": by default every
-        case variant present in the vocabulary counts. Words absent from the vocabulary are named in one warning
-        (a rule that can never fire is almost always a mistake).
+        The vocabulary is case-sensitive (it keeps the files' tokens as they are), so a rule written with "But"
+        would silently miss "but". By default every case variant present in the vocabulary counts. A word with no
+        id at all is named in one warning: a rule on it can never fire, which is almost always a mistake (a typo,
+        a word seen only outside the training split, a cap on the vocabulary's size).
+
+        Args:
+            words: one word or several.
+            case_insensitive: match every case variant (``"but"`` finds ``"but"``, ``"But"``, ``"BUT"``).
+            warn: warn (``UserWarning``, one line) about the words that have no id.
+
+        Returns:
+            The ids of every matching token (empty when none matches); use ``torch.isin(batch.tokens,
+            torch.tensor(sorted(ids)))`` to find them in a batch.
         """
-        if isinstance(words, str):
-            words = [words]
+        words = [words] if isinstance(words, str) else list(words)
         if case_insensitive:
             variants: dict[str, list[int]] = {}
             for token, index in self.stoi.items():
-                variants.setdefault(token.lower(), []).append(index)
-            found = {word: variants.get(word.lower(), []) for word in words}
+                variants.setdefault(token.casefold(), []).append(index)
+            found = {word: variants.get(word.casefold(), []) for word in words}
         else:
             found = {word: [self.stoi[word]] if word in self.stoi else [] for word in words}
         missing = [word for word, ids in found.items() if not ids]
         if missing and warn:
-            warnings.warn(f"not in the vocabulary ({len(self)} tokens): {', '.join(map(repr, missing))}; a rule on "
-                          "them never fires", UserWarning, stacklevel=2)
+            case = "in any case" if case_insensitive else "with this case"
+            warnings.warn(f"not in the vocabulary ({len(self)} tokens, {case}): {', '.join(map(repr, missing))}; "
+                          "a rule on these words never fires", UserWarning, stacklevel=2)
         return {index for ids in found.values() for index in ids}
 
     def decode(self, ids: Sequence[int]) -> list[str]:
@@ -290,11 +306,15 @@ class TextSplits:
     """The splits of one data set with the vocabulary of its training split.
 
     Attributes:
-        dev: held-out sentences for model selection; the official dev set for SST-2, carved from the training
-            sentences otherwise (None when ``dev_fraction`` is 0).
+        train: the training sentences.
+        dev: held-out sentences for model selection, or None: a dev file, or a share of the training sentences
+            when a loader was asked to hold one out (:func:`load_sentiment` does so for MR, CR and TREC by default).
+        test: the test sentences.
+        vocab: the vocabulary of the training sentences.
         name: ``"sst2"``, ``"mr"``, ``"cr"``, ``"trec"``, or the name given to :func:`load_text_classification`.
         n_classes: number of classes (labels are ``0 .. n_classes - 1``).
-        label_names: the class of each label where the data set names them (else empty).
+        label_names: the class of each label where the data set names them (SST-2, MR, CR: negative, positive;
+            TREC: DESC, ENTY, ABBR, HUM, LOC, NUM), else empty.
     """
 
     train: SentenceDataset
@@ -306,16 +326,39 @@ class TextSplits:
     label_names: tuple[str, ...] = ()
 
 
-def subset(dataset: SentenceDataset, n_or_index: int | Tensor) -> SentenceDataset:
-    """The first ``n`` sentences of a split (all of them if it has fewer), or those at a (M,) index tensor."""
-    if isinstance(n_or_index, int):
+def subset(dataset: SentenceDataset, n_or_index: int | Tensor | Sequence[int]) -> SentenceDataset:
+    """Some sentences of a split, as a new split (the tensors are copied, the vocabulary's ids are kept).
+
+    Args:
+        dataset: the split.
+        n_or_index: an int n: the first n sentences (all of them if the split has fewer); a (M,) tensor, array or
+            list of indices: those sentences, in that order; a (N,) bool mask: the sentences where it holds (e.g.
+            ``torch.tensor(["but" in s for s in split.sentences])``).
+
+    Raises:
+        ValueError: a negative n, or an index that is neither 1-d integers nor a bool mask as long as the split.
+    """
+    if isinstance(n_or_index, (int, np.integer)) and not isinstance(n_or_index, bool):
         if n_or_index < 0:
             raise ValueError(f"a subset needs n >= 0, got {n_or_index}")
-        index = torch.arange(min(n_or_index, len(dataset)))
+        index = torch.arange(min(int(n_or_index), len(dataset)))
     else:
-        index = torch.as_tensor(n_or_index, dtype=torch.long)
+        index = _as_index(n_or_index, len(dataset))
     return SentenceDataset(dataset.tokens[index], dataset.lengths[index], dataset.labels[index],
                            [dataset.sentences[i] for i in index.tolist()], dataset.min_len)
+
+
+def _as_index(index, n: int) -> Tensor:
+    """(M,) long indices from indices or from an (n,) bool mask (which ``as_tensor(..., long)`` would turn into 0/1)."""
+    index = torch.as_tensor(index)
+    if index.dtype == torch.bool:
+        if tuple(index.shape) != (n,):
+            raise ValueError(f"a bool mask must have one entry per sentence, shape ({n},), got {tuple(index.shape)}")
+        return index.nonzero().squeeze(1)
+    if index.dim() != 1 or (index.is_floating_point() and index.numel() > 0) or index.is_complex():
+        raise ValueError(f"expected an int, 1-d integer indices or a bool mask, got a {tuple(index.shape)} "
+                         f"{index.dtype} tensor")
+    return index.long()
 
 
 def kfold_assignment(n: int, n_folds: int, seed: int) -> np.ndarray:
@@ -344,80 +387,33 @@ def _take(items: Sequence, mask: np.ndarray) -> list:
     return [items[i] for i in np.flatnonzero(mask)]
 
 
-def load_sentiment(
-    name: str,
-    data_dir: str | Path | None = None,
-    *,
-    fold: int = 0,
-    n_folds: int = 10,
-    seed: int = 0,
-    dev_fraction: float = 0.1,
-    min_len: int = 5,
-) -> TextSplits:
-    """Load SST-2, MR, CR or TREC as train / dev / test splits (for any other data set in the same format, use
-    :func:`load_text_classification`).
-
-    SST-2 uses its official three splits. MR and CR have none: sentences are dealt into ``n_folds`` folds from
-    ``seed`` (:func:`kfold_assignment`), fold ``fold`` is the test set, and a random ``dev_fraction`` of the
-    remaining sentences is held out as dev for early stopping, as Kim (2014) did. TREC has an official train/test
-    split; dev is carved from its training file the same way. The vocabulary comes from the training split only, so
-    words seen only in dev or test map to ``Vocabulary.UNK``.
-
-    Args:
-        name: ``"sst2"``, ``"mr"``, ``"cr"`` or ``"trec"``.
-        data_dir: see :func:`resolve_data_dir`.
-        fold: the test fold of MR / CR, in ``[0, n_folds)`` (checked for every data set, used only by MR / CR).
-        n_folds: folds of the cross-validation.
-        seed: seed of the fold assignment and of the dev hold-out.
-        dev_fraction: share of the non-test sentences held out as dev (MR, CR, TREC); 0 gives no dev split.
-        min_len: every batch is at least this wide (see :meth:`SentenceDataset.from_sentences`).
-    """
-    key = name.lower().replace("-", "")
-    if key not in DATASETS:
-        raise UserError(f"unknown sentence data set {name!r}; use one of {', '.join(DATASETS)}")
-    if n_folds < 2:
-        raise UserError(f"n_folds must be at least 2, got {n_folds}")
-    if not 0 <= fold < n_folds:
-        raise UserError(f"fold must be in [0, {n_folds}), got {fold}")
-    if not 0.0 <= dev_fraction < 1.0:
-        raise UserError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
-    subfolder, n_classes = DATASETS[key]
-    folder = resolve_data_dir(data_dir, subfolder)
-
-    # Each split is a (sentences, labels) pair until the vocabulary is known.
-    dev: tuple[list, list] | None
-    if key == "sst2":
-        train = read_sentences(folder / "stsa.binary.train")
-        dev = read_sentences(folder / "stsa.binary.dev")
-        test = read_sentences(folder / "stsa.binary.test")
-    else:
-        if key == "trec":
-            rest = read_sentences(folder / "TREC.train.all")
-            test = read_sentences(folder / "TREC.test.all")
-            rng = np.random.default_rng(seed)
-        else:
-            sentences, labels = read_sentences(folder / ("rt-polarity.all" if key == "mr" else "custrev.all"))
-            in_test = kfold_assignment(len(sentences), n_folds, seed) == fold  # (N,)
-            test = (_take(sentences, in_test), _take(labels, in_test))
-            rest = (_take(sentences, ~in_test), _take(labels, ~in_test))
-            # The dev draw depends on the fold too, so each fold holds out a different dev set.
-            rng = np.random.default_rng([seed, fold])
-        in_dev = _hold_out(len(rest[0]), dev_fraction, rng)  # (N_rest,)
-        train = (_take(rest[0], ~in_dev), _take(rest[1], ~in_dev))
-        dev = (_take(rest[0], in_dev), _take(rest[1], in_dev)) if in_dev.any() else None
-
-    return _encode_splits(train, dev, test, key, n_classes, LABEL_NAMES[key], min_len)
-
-
+# (sentences, labels) of one split, until the vocabulary is known
 Split = tuple[list[list[str]], list[int]]
 
 
-def _encode_splits(train: Split, dev: Split | None, test: Split, name: str, n_classes: int,
+def _split_off_dev(train: Split, fraction: float, rng: np.random.Generator) -> tuple[Split, Split | None]:
+    """Hold out a random ``fraction`` of the training sentences as dev; dev is None when that is no sentence."""
+    in_dev = _hold_out(len(train[0]), fraction, rng)  # (N,)
+    if not in_dev.any():
+        return train, None
+    return (_take(train[0], ~in_dev), _take(train[1], ~in_dev)), (_take(train[0], in_dev), _take(train[1], in_dev))
+
+
+def _check_dev_fraction(dev_fraction: float) -> None:
+    if not 0.0 <= dev_fraction < 1.0:
+        raise UserError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
+
+
+def _encode_splits(train: Split, dev: Split | None, test: Split, *, name: str, n_classes: int,
                    label_names: Sequence[str], min_len: int, vocab_size: int | None = None) -> TextSplits:
     """Check the labels, build the vocabulary from the training split only, and encode every split."""
-    for split in (train, dev, test):
-        if split is not None and any(not 0 <= y < n_classes for y in split[1]):
-            raise UserError(f"{name} labels must be in [0, {n_classes}); check its files")
+    for split_name, split in (("train", train), ("dev", dev), ("test", test)):
+        bad = [y for y in split[1] if not 0 <= y < n_classes] if split is not None else []
+        if bad:
+            raise UserError(f"{name}: {split_name} label {bad[0]} is outside [0, {n_classes}); labels must be 0 .. "
+                            "n_classes - 1 (declare every class with n_classes or label_names)")
+    if label_names and len(label_names) != n_classes:
+        raise UserError(f"{name}: {len(label_names)} label names for {n_classes} classes; give one name per label")
     vocab = Vocabulary.build(train[0], max_size=vocab_size)
 
     def encode(split: Split) -> SentenceDataset:
@@ -433,41 +429,135 @@ def load_text_classification(
     dev: str | Path | None = None,
     *,
     dev_fraction: float = 0.0,
-    seed: int = 0,
-    n_classes: int | None = None,
     label_names: Sequence[str] | None = None,
+    n_classes: int | None = None,
     min_len: int = 5,
+    seed: int = 0,
     vocab_size: int | None = None,
     name: str = "",
 ) -> TextSplits:
-    """Load any sentence classification data set in Kim's format (one ``LABEL word word ...`` line per sentence).
+    """Load any sentence classification data set in Kim's (2014) format (one ``LABEL word word ...`` line each).
 
     Nothing is held out unless asked: ``dev`` names a dev file, or ``dev_fraction`` carves a random share of the
-    training sentences (drawn from ``seed``) as dev. The vocabulary comes from the training split only (words seen
-    only in dev or test map to ``Vocabulary.UNK``).
+    training sentences (drawn from ``seed``) as dev; otherwise ``dev`` is None. The vocabulary comes from the
+    training sentences only (case-sensitive, as the files are; words seen only in dev or test map to
+    ``Vocabulary.UNK``). Each split keeps the order of its file.
 
     Args:
-        train, test, dev: paths of the files.
+        train: path of the training file.
+        test: path of the test file.
+        dev: path of a dev file (optional).
         dev_fraction: share of the training sentences held out as dev when there is no dev file (0: none).
-        n_classes: number of classes (default: the largest label in the training file, plus one).
-        label_names: the class of each label, in label order.
-        min_len: every batch is at least this wide (see :meth:`SentenceDataset.from_sentences`).
-        vocab_size: cap the vocabulary (the most frequent training words, padding and unknown included).
-        name: a name for error messages and reports (default: the training file's name).
+        label_names: the class of each label, in label order (``label_names[y]`` names label y).
+        n_classes: number of classes; default ``len(label_names)``, else the largest training label plus one.
+        min_len: every batch is at least this wide, for convolutions up to that width (see
+            :meth:`SentenceDataset.from_sentences`).
+        seed: seed of the dev hold-out.
+        vocab_size: cap the vocabulary (the most frequent training words, padding and unknown markers included).
+        name: a name for messages and reports (default: the training file's name).
+
+    Returns:
+        The splits, with ``label_names`` as given (empty when not).
+
+    Raises:
+        UserError: a file is missing or malformed, a label is outside ``[0, n_classes)``, both ``dev`` and
+            ``dev_fraction`` are given, or no training sentence is left after the hold-out.
     """
-    if not 0.0 <= dev_fraction < 1.0:
-        raise UserError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
+    _check_dev_fraction(dev_fraction)
     if dev is not None and dev_fraction:
         raise UserError("give either a dev file or dev_fraction, not both")
     name = name or Path(train).name
-    train_split = read_sentences(Path(train))
-    test_split = read_sentences(Path(test))
-    dev_split = read_sentences(Path(dev)) if dev is not None else None
+    train_split, test_split = read_sentences(train), read_sentences(test)
+    dev_split = read_sentences(dev) if dev is not None else None
     if dev_fraction:
-        in_dev = _hold_out(len(train_split[0]), dev_fraction, np.random.default_rng(seed))  # (N,)
-        dev_split = (_take(train_split[0], in_dev), _take(train_split[1], in_dev))
-        train_split = (_take(train_split[0], ~in_dev), _take(train_split[1], ~in_dev))
-    n_classes = n_classes or max(train_split[1]) + 1
-    if label_names is not None and len(label_names) != n_classes:
-        raise UserError(f"{len(label_names)} label names for {n_classes} classes")
-    return _encode_splits(train_split, dev_split, test_split, name, n_classes, label_names or (), min_len, vocab_size)
+        train_split, dev_split = _split_off_dev(train_split, dev_fraction, np.random.default_rng(seed))
+        if not train_split[0]:
+            raise UserError(f"{name}: dev_fraction={dev_fraction} leaves no training sentence; lower it")
+    if n_classes is None:
+        n_classes = len(label_names) if label_names else max(train_split[1]) + 1
+    return _encode_splits(train_split, dev_split, test_split, name=name, n_classes=n_classes,
+                          label_names=label_names or (), min_len=min_len, vocab_size=vocab_size)
+
+
+# name -> the files it needs in its folder
+_FILES = {
+    "sst2": ("stsa.binary.train", "stsa.binary.test", "stsa.binary.dev"),
+    "trec": ("TREC.train.all", "TREC.test.all"),
+    "mr": ("rt-polarity.all",),
+    "cr": ("custrev.all",),
+}
+
+
+def _require_files(folder: Path, key: str) -> list[Path]:
+    """The paths of ``key``'s files in ``folder``; a one-line error naming the missing ones."""
+    missing = [name for name in _FILES[key] if not (folder / name).is_file()]
+    if missing:
+        raise UserError(f"{folder} has no {', '.join(missing)}, which the {key} data set needs ({README_HINT})")
+    return [folder / name for name in _FILES[key]]
+
+
+def load_sentiment(
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    fold: int = 0,
+    n_folds: int = 10,
+    seed: int = 0,
+    dev_fraction: float = 0.1,
+    min_len: int = 5,
+) -> TextSplits:
+    """Load a data set of Kim (2014) and Hu et al. (2016) by name: SST-2, MR, CR or TREC (alias
+    :func:`load_named_text`; for any other files in the same format, use :func:`load_text_classification`).
+
+    - SST-2: the official train / dev / test files (``dev_fraction`` is not used).
+    - MR, CR: no official split. Sentences are dealt into ``n_folds`` folds from ``seed`` (:func:`kfold_assignment`),
+      fold ``fold`` is the test set, and **a random ``dev_fraction`` (default 10%) of the other sentences is held
+      out as dev** for early stopping, as Kim (2014) did; the dev draw depends on ``seed`` and ``fold``.
+    - TREC: the official train / test files; **``dev_fraction`` (default 10%) of the training file is held out as
+      dev**, drawn from ``seed``. ``dev_fraction=0`` keeps every training sentence (then ``dev`` is None).
+
+    The vocabulary comes from the training split only, so words seen only in dev or test map to
+    ``Vocabulary.UNK``. ``label_names`` is set (TREC's labels are not alphabetical: see ``LABEL_NAMES``).
+
+    Args:
+        name: ``"sst2"``, ``"mr"``, ``"cr"`` or ``"trec"`` (case and hyphens ignored).
+        data_dir: the folder with the files or its parent (see :func:`resolve_data_dir`); None reads
+            ``$KDGM_DATA_DIR``.
+        fold: the test fold of MR / CR, in ``[0, n_folds)`` (checked for every data set, used only by MR / CR).
+        n_folds: folds of the cross-validation.
+        seed: seed of the fold assignment and of the dev hold-out.
+        dev_fraction: share of the non-test sentences held out as dev (MR, CR, TREC); 0 gives no dev split.
+        min_len: every batch is at least this wide (see :meth:`SentenceDataset.from_sentences`).
+
+    Raises:
+        UserError: an unknown name, a bad fold or fraction, or a missing folder or file (one line, pointing to the
+            README section "Text data").
+    """
+    key = name.lower().replace("-", "")
+    if key not in DATASETS:
+        raise UserError(f"unknown sentence data set {name!r}; use one of {', '.join(DATASETS)} or "
+                        "load_text_classification for other files")
+    if n_folds < 2:
+        raise UserError(f"n_folds must be at least 2, got {n_folds}")
+    if not 0 <= fold < n_folds:
+        raise UserError(f"fold must be in [0, {n_folds}), got {fold}")
+    _check_dev_fraction(dev_fraction)
+    subfolder, n_classes = DATASETS[key]
+    paths = _require_files(resolve_data_dir(data_dir, subfolder), key)
+    named = dict(n_classes=n_classes, label_names=LABEL_NAMES[key], min_len=min_len, name=key)
+    if key == "sst2":
+        train, test, dev = paths
+        return load_text_classification(train, test, dev, **named)
+    if key == "trec":
+        return load_text_classification(*paths, dev_fraction=dev_fraction, seed=seed, **named)
+    sentences, labels = read_sentences(paths[0])
+    in_test = kfold_assignment(len(sentences), n_folds, seed) == fold  # (N,)
+    test = (_take(sentences, in_test), _take(labels, in_test))
+    rest = (_take(sentences, ~in_test), _take(labels, ~in_test))
+    # The dev draw depends on the fold too, so each fold holds out a different dev set.
+    train, dev = _split_off_dev(rest, dev_fraction, np.random.default_rng([seed, fold]))
+    return _encode_splits(train, dev, test, **named)
+
+
+# A clearer name for the same loader: it serves TREC (questions), not only sentiment.
+load_named_text = load_sentiment

@@ -2,12 +2,13 @@
 
 Public API::
 
-    Truth, Lukasiewicz, Product            soft logic that reads like the rule (bool masks accepted)
-    Rule, FunctionRule, RuleSet            r(x, y) ∈ [0, 1] per output, confidence λ fixed or learnable
+    Truth, Lukasiewicz, Product            soft logic that reads like the rule (bool masks and python bools accepted)
+    Rule, FunctionRule, RuleSet            r(x, y) ∈ [0, 1] per output, confidence λ fixed or learnable; every
+                                           (B, K) table checked; RuleSet.coverage / fires: where each rule acts
     project, rule_penalty                  q ∝ p · exp(−C Σ λ (1 − r)) in log space (exact E-step)
     RuleDistillation, ImitationSchedule    (1 − π) ℓ(y, p) + π ℓ(q, p), π_t = min(π₀, 1 − α^t)
-    predict_with_rules, RulePredictions    the student p and the teacher q of a classifier on a data set
-    ButRule                                the A-but-B sentiment rule of Hu et al. (2016)
+    predict_with_rules, RulePredictions    the student p and the teacher q of a classifier on a data set, accuracies
+    ButRule, but_clauses                   the A-but-B sentiment rule of Hu et al. (2016) (``ButRule.from_vocab``)
 
     Constraint, FunctionConstraint         f_φ(x, cond) → (B,), fixed or learnable (Hu et al. 2018)
     PosteriorRegularization                E-step over samples: q ∝ p_θ exp(α f_φ) as importance weights

@@ -64,8 +64,14 @@ TNorm = type[Lukasiewicz] | type[Product]
 class Truth:
     """Truth values in [0, 1] with logical operators: ``~a``, ``a & b``, ``a | b``, ``a >> b`` (a implies b).
 
-    Shapes broadcast like tensors, so a (B, 1) premise combines with (B, K) per-output truths. Bool masks and python
-    numbers are accepted and become float truth values.
+    Shapes broadcast like tensors, so a (B, 1) premise combines with (B, K) per-output truths. Bool masks, integer
+    tensors and python bools or numbers are accepted and become truth values in the default float dtype, so
+    ``Truth(x.mean(1) < 0.06)`` reads like the rule. Values are not clamped: :meth:`RuleSet.truths` checks that a
+    rule's table stays in [0, 1].
+
+    Attributes:
+        value: the truth values (a floating-point tensor).
+        logic: the t-norm, :class:`Lukasiewicz` (Hu et al. 2016) or :class:`Product`.
     """
 
     value: Tensor
@@ -78,19 +84,25 @@ class Truth:
 
     @classmethod
     def of(cls, value: Tensor | float | bool, logic: TNorm = Lukasiewicz) -> "Truth":
+        """``Truth(value, logic)``: a tensor, bool mask or python number as truth values."""
         return cls(value, logic)
 
-    def _other(self, other: "Truth | Tensor | float") -> Tensor:
-        return other.value if isinstance(other, Truth) else Truth(other).value.to(self.value.dtype)
+    def _operands(self, other: "Truth | Tensor | float | bool") -> tuple[Tensor, Tensor]:
+        """This truth's values and the other's, on one device (dtypes promote as tensors do)."""
+        a = self.value
+        b = other.value if isinstance(other, Truth) else Truth(other).value
+        if a.device != b.device:  # a constant built on the CPU joins the operand on the accelerator, never the reverse
+            a, b = (a.to(b.device), b) if a.device.type == "cpu" else (a, b.to(a.device))
+        return a, b
 
     def __invert__(self) -> "Truth":
         return Truth(1 - self.value, self.logic)
 
     def __and__(self, other) -> "Truth":
-        return Truth(self.logic.conj(self.value, self._other(other)), self.logic)
+        return Truth(self.logic.conj(*self._operands(other)), self.logic)
 
     def __or__(self, other) -> "Truth":
-        return Truth(self.logic.disj(self.value, self._other(other)), self.logic)
+        return Truth(self.logic.disj(*self._operands(other)), self.logic)
 
     def __rshift__(self, other) -> "Truth":
-        return Truth(self.logic.implies(self.value, self._other(other)), self.logic)
+        return Truth(self.logic.implies(*self._operands(other)), self.logic)

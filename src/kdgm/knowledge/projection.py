@@ -21,7 +21,8 @@ def rule_penalty(truths: Sequence[Tensor], confidences: Tensor, C: float) -> Ten
     if len(truths) != len(confidences):
         raise ValueError(f"{len(truths)} rules but {len(confidences)} confidences")
     violation = 1 - torch.stack(list(truths))  # (L, B, K)
-    return C * torch.einsum("l,lbk->bk", confidences.to(violation.dtype), violation)
+    # λ lives with the rules (often on the CPU), the tables with the batch: follow the tables' device and dtype
+    return C * torch.einsum("l,lbk->bk", confidences.to(violation), violation)  # (B, K)
 
 
 def project(log_p: Tensor, penalty: Tensor) -> Tensor:
