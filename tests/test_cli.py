@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import time
@@ -156,15 +157,12 @@ def test_console_exit_code_and_stderr(tmp_path, cli_env):
     assert proc.stderr.strip().splitlines() == ["kdgm: error: unknown experiment 'nope' (known: " + ", ".join(EXPERIMENTS) + ")"]
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, cli_env):
-    run_dir = tmp_path / "run"
-    args = ["run", "vae-mnist", "--preset", "smoke", "--device", "cpu", "--set", "steps=400",
-            "--set", "checkpoint_every=25", "--set", "eval_every=100", "--set", "tensorboard=false"]
-    proc = subprocess.Popen(kdgm_command(*args, "--out", str(run_dir)), env=cli_env, stdout=subprocess.DEVNULL,
+def _killed_and_resumed(run_dir: Path, args: list[str], env) -> Path:
+    """Start ``kdgm run args``, SIGKILL it once its first checkpoint is on disk, resume it; the killed row's seed0."""
+    proc = subprocess.Popen(kdgm_command(*args, "--out", str(run_dir)), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     ckpt = run_dir / "rows" / slug("VAE (ELBO)") / "seed0" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
+    deadline = time.time() + 180
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     time.sleep(0.5)
@@ -172,35 +170,52 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_pa
     proc.wait()
     assert ckpt.exists(), proc.stderr.read().decode()
     assert not (run_dir / "metrics.json").exists()
-    resumed = subprocess.run(kdgm_command(*args, "--out", str(run_dir), "--resume"), env=cli_env, capture_output=True,
+    resumed = subprocess.run(kdgm_command(*args, "--out", str(run_dir), "--resume"), env=env, capture_output=True,
                              text=True)
-    assert resumed.returncode == 0, resumed.stderr
-    result = json.loads((ckpt.parent.parent / "result.json").read_text())
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return ckpt.parent.parent
+
+
+def _same_results(a: Path, b: Path, rows: tuple[str, ...]) -> None:
+    for row in rows:
+        first, second = (json.loads((folder / "rows" / slug(row) / "seed0" / "result.json").read_text())["metrics"]
+                         for folder in (a, b))
+        assert first == second, row  # exactly equal, not approximately
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path, cli_env):
+    run_dir = tmp_path / "run"
+    args = ["run", "vae-mnist", "--preset", "smoke", "--device", "cpu", "--set", "steps=400",
+            "--set", "checkpoint_every=25", "--set", "eval_every=100", "--set", "tensorboard=false"]
+    seed_dir = _killed_and_resumed(run_dir, args, cli_env)
+    result = json.loads((seed_dir / "result.json").read_text())
     assert result["steps"] == 400 and result["resumed_from"] >= 25
     straight = subprocess.run(kdgm_command(*args, "--out", str(tmp_path / "straight")), env=cli_env,
                               capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr
-    for row in ("VAE (ELBO)", "IWAE (k=5)"):
-        a, b = (json.loads((folder / "rows" / slug(row) / "seed0" / "result.json").read_text())["metrics"]
-                for folder in (run_dir, tmp_path / "straight"))
-        assert a == b, row  # exactly equal, not approximately
-    eval_log = (run_dir / "rows" / slug("VAE (ELBO)") / "seed0" / "eval.csv").read_text().splitlines()
+    _same_results(run_dir, tmp_path / "straight", ("VAE (ELBO)", "IWAE (k=5)"))
+    eval_log = (seed_dir / "eval.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in eval_log[1:]] == ["100", "200", "300", "400"]  # each step logged once
     check_metrics(run_dir, "vae-mnist")
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tmp_path, cli_env):
-    run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        kdgm_command("run", "vae-mnist", "--preset", "smoke", "--out", str(run_dir), "--device", "cpu", "--devices", "2"),
-        env=cli_env, capture_output=True, text=True, timeout=600,
-    )
+def test_ddp_on_two_cpu_processes_trains_and_resumes_exactly(tmp_path, cli_env):
+    """Two data-parallel CPU processes train; killed and resumed, they reach the uninterrupted run's numbers (rank 1
+    restarts its noise from (rank, step) at every checkpoint, which a resumed run repeats)."""
+    args = ["run", "vae-mnist", "--preset", "smoke", "--device", "cpu", "--devices", "2", "--set", "steps=150",
+            "--set", "checkpoint_every=25", "--set", "tensorboard=false"]
+    proc = subprocess.run(kdgm_command(*args, "--out", str(tmp_path / "straight")), env=cli_env, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = check_metrics(run_dir, "vae-mnist")
-    log = (run_dir / "rows" / slug("VAE (ELBO)") / "seed0" / "train.csv").read_text().splitlines()
-    assert log[-1].startswith("20,")
+    metrics = check_metrics(tmp_path / "straight", "vae-mnist")
+    log = (tmp_path / "straight" / "rows" / slug("VAE (ELBO)") / "seed0" / "train.csv").read_text().splitlines()
+    assert log[-1].startswith("150,")
     assert metrics["rows"]["VAE (ELBO)"]["nll"]["mean"] < 550  # trained, not NaN
+    seed_dir = _killed_and_resumed(tmp_path / "run", args, cli_env)
+    assert json.loads((seed_dir / "result.json").read_text())["resumed_from"] >= 25
+    _same_results(tmp_path / "run", tmp_path / "straight", ("VAE (ELBO)",))
 
 
 @pytest.mark.slow
@@ -219,3 +234,46 @@ def test_jobs_train_every_row_and_seed_in_parallel_processes(tmp_path, cli_env):
     for row, metrics in runs[1]["rows"].items():
         for key, entry in metrics.items():
             assert runs[2]["rows"][row][key]["per_seed"] == pytest.approx(entry["per_seed"], rel=1e-3), (row, key)
+
+
+def _children(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (Linux /proc)."""
+    found = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the worker processes")
+def test_jobs_workers_die_with_a_killed_run(tmp_path, cli_env):
+    """A SIGKILLed `kdgm run --jobs 2` leaves no worker training into the folder that a --resume would use."""
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(kdgm_command("run", "vae-mnist", "--preset", "smoke", "--seeds", "2", "--jobs", "2",
+                                         "--set", "steps=5000", "--out", str(run_dir)),
+                            env=cli_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(run_dir.glob("rows/*/seed*/train.csv")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    workers = _children(proc.pid)
+    assert workers, "no worker started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in workers) \
+            and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid)]
+    for pid in alive:  # leave the machine clean whatever the outcome
+        os.kill(pid, signal.SIGKILL)
+    assert not alive
+
+
+def _state(pid: int) -> str:
+    try:
+        return next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("State"))
+    except (OSError, StopIteration):
+        return "zombie"

@@ -77,10 +77,23 @@ def test_log_prob_is_the_sum_of_next_token_probabilities():
     for t in range(x.tokens.shape[1]):  # one decoder step at a time
         logits, state = model.decode(previous[:, None], memory, mask, state)
         step = torch.log_softmax(logits[:, 0], -1).gather(1, x.tokens[:, t:t + 1]).squeeze(1)
-        by_hand += step * (t < x.lengths)
+        by_hand += torch.where(t < x.lengths, step, torch.zeros_like(step))  # step is -inf at padding
         previous = x.tokens[:, t]
     torch.testing.assert_close(model.log_prob(x, cond), by_hand)
     torch.testing.assert_close(model.log_prob(x, cond), model.token_log_probs(x, cond).sum(1))
+
+
+def test_log_prob_gives_no_mass_to_tokens_that_sample_never_writes():
+    model, cond = _tiny(), _condition()
+    memory, mask, state = model.encode(cond)
+    logits, _ = model.decode(torch.full((2, 1), BOS_ID), memory, mask, state)  # (2, 1, V)
+    probs = torch.softmax(logits[:, 0], -1)  # (2, V)
+    assert (probs[:, [0, BOS_ID, BLANK_ID]] == 0).all()
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, dtype=torch.float64))
+    with_blank = cond.truth.clone()
+    with_blank[0, 1] = BLANK_ID
+    log_p = model.log_prob(Sentences(with_blank, cond.truth_lengths), cond)
+    assert log_p[0] == float("-inf") and torch.isfinite(log_p[1])
 
 
 def test_samples_are_sentences_that_end_in_eos_without_special_tokens():

@@ -237,3 +237,16 @@ def test_a_fine_tuning_row_starts_from_its_base_run_of_the_same_seed(tmp_path, c
 def test_experiments_that_cannot_train_data_parallel_say_so(tmp_path, cli_env, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     refused(["run", "template-infill", "--devices", "2"], "does not train data-parallel yet", capsys, tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_every_experiments_run_record_reads_back_equal(name, tmp_path):
+    """--resume compares the saved record with a new one: row settings with tuples (asr-count's) must survive YAML,
+    or the run could never be resumed."""
+    from kdgm import config as cfgmod
+
+    experiment = EXPERIMENTS[name]
+    config = experiment.presets["smoke"]
+    record = runner.run_record(runner.RunRequest(name, "smoke"), experiment, config, [0])
+    cfgmod.write_yaml(tmp_path / "config.yaml", record)
+    assert cfgmod.read_yaml(tmp_path / "config.yaml") == record

@@ -127,13 +127,18 @@ def apply(config: C, values: dict[str, Any], *, parse_strings: bool = False) -> 
     return updated
 
 
+def plain(value: Any) -> Any:
+    """``value`` as YAML reads it back: tuples become lists, at any depth (inside lists and dicts too), so that a
+    record compared with its own saved copy is equal."""
+    if isinstance(value, (tuple, list)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {key: plain(v) for key, v in value.items()}
+    return value
+
+
 def to_dict(config: Any) -> dict[str, Any]:
     """Plain, YAML-safe values (tuples become lists)."""
-    def plain(value):
-        if isinstance(value, (tuple, list)):
-            return [plain(v) for v in value]
-        return value
-
     return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 

@@ -9,6 +9,8 @@ leaves at most a checkpoint behind, from which ``--resume`` continues.
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,7 +105,7 @@ def run_record(request: RunRequest, experiment: Experiment, config: TrainConfig,
         "preset": request.preset,
         "seeds": seeds,
         "config": cfgmod.to_dict(config),
-        "rows": {row.name: dict(row.settings) for row in experiment.rows},
+        "rows": {row.name: cfgmod.plain(dict(row.settings)) for row in experiment.rows},  # tuples as YAML reads them
         "device": accelerator_of(request.device),
         "devices": request.devices,
         "jobs": request.jobs,
@@ -241,6 +243,19 @@ def _run_job(task: tuple) -> None:
     fabric.launch(_train_and_record, run, row, seed, resume, False)
 
 
+def _die_with_parent(parent: int) -> None:
+    """A ``--jobs`` worker must not outlive a killed ``kdgm run``: it would go on writing into the run folder that a
+    ``--resume`` then trains into as well. On Linux the kernel kills it with its parent (PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
+
+
 def _run_parallel(request: RunRequest, run_dir: Path) -> None:
     """Train the pending (row, seed) runs in ``request.jobs`` processes, each with its share of the CPU cores.
 
@@ -257,7 +272,8 @@ def _run_parallel(request: RunRequest, run_dir: Path) -> None:
     waiting = _pending(run)
     unfinished = {(row.run_name, seed) for row, seed in waiting}
     running: dict[tuple[str, int], Any] = {}
-    with multiprocessing.get_context("spawn").Pool(min(request.jobs, max(1, len(waiting)))) as pool, \
+    processes = min(request.jobs, max(1, len(waiting)))
+    with multiprocessing.get_context("spawn").Pool(processes, _die_with_parent, (os.getpid(),)) as pool, \
             tqdm(total=len(waiting), desc=f"{run.experiment.name} runs", disable=request.progress_bar is False) as bar:
         while waiting or running:
             ready = [(row, seed) for row, seed in waiting if (row.init_from, seed) not in unfinished]

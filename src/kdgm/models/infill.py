@@ -47,6 +47,7 @@ class TemplateInfiller(nn.Module):
         self.out_bias = nn.Parameter(torch.zeros(vocab_size))
         self.dropout = nn.Dropout(dropout)
         self.max_extra = max_extra
+        self.register_buffer("never_sampled", torch.tensor(NEVER_SAMPLED), persistent=False)
 
     def encode(self, cond: InfillCondition) -> tuple[Tensor, Tensor, Tensor]:
         """(memory (N, U, H), its mask (N, U), the decoder's first state (1, N, H)) for the templates."""
@@ -66,7 +67,10 @@ class TemplateInfiller(nn.Module):
         weights = torch.softmax(scores.masked_fill(~mask[:, None], float("-inf")), -1)
         context = weights @ memory  # (N, T, H)
         features = self.dropout(torch.tanh(self.combine(torch.cat([states, context], -1))))  # (N, T, E)
-        return features @ self.embed.weight.t() + self.out_bias, last  # (N, T, V)
+        logits = features @ self.embed.weight.t() + self.out_bias  # (N, T, V)
+        # The decoder never writes padding, <bos> or a blank: they get no mass in log_prob as in sample, so that
+        # the distribution the E-step samples from is the one its importance weights and the M-step score.
+        return logits.index_fill(-1, self.never_sampled, float("-inf")), last
 
     def token_log_probs(self, x: Sentences, cond: InfillCondition) -> Tensor:
         """(N, T) log p(x_t | x_<t, template) of every token (0 at padding)."""
@@ -74,8 +78,8 @@ class TemplateInfiller(nn.Module):
         bos = torch.full_like(x.tokens[:, :1], BOS_ID)
         logits, _ = self.decode(torch.cat([bos, x.tokens[:, :-1]], 1), memory, mask, state)  # (N, T, V)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half precision: soft-max in float
-        log_p = torch.log_softmax(logits, -1).gather(2, x.tokens[..., None]).squeeze(2)  # (N, T)
-        return log_p * x.mask()
+        log_p = torch.log_softmax(logits, -1).gather(2, x.tokens[..., None]).squeeze(2)  # (N, T), -inf at padding
+        return torch.where(x.mask(), log_p, torch.zeros_like(log_p))
 
     def log_prob(self, x: Sentences, cond: InfillCondition) -> Tensor:
         """(N,) log p_θ(x | template)."""
@@ -101,7 +105,6 @@ class TemplateInfiller(nn.Module):
             for t in range(limit):
                 logits, state = self.decode(token[:, None], memory, mask, state)  # (n, 1, V)
                 logits = logits[:, 0].to(torch.promote_types(logits.dtype, torch.float32)) / temperature
-                logits[:, list(NEVER_SAMPLED)] = float("-inf")
                 if t == limit - 1:  # out of room: end the sentence
                     token = torch.full_like(token, EOS_ID)
                 else:

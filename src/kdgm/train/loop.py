@@ -92,6 +92,12 @@ def fit(
     _unwrap(updater.model).train()  # a model left in eval() would train without dropout, silently
     ckpt_dir = folder / "checkpoints" if folder is not None else None
     start = 0
+    def reseed_other_ranks(step: int) -> None:
+        """The checkpoint holds rank 0's generators; other ranks restart their own noise from (rank, step) at every
+        checkpoint, which a resumed run can repeat exactly."""
+        if fabric.global_rank > 0:
+            torch.manual_seed(1_000_003 * fabric.global_rank + step)
+
     if ckpt_dir is not None:
         remove_stale_temporaries(ckpt_dir)
     if ckpt_dir is not None and (ckpt_dir / LAST).exists():
@@ -101,9 +107,8 @@ def fit(
         state = load_checkpoint(ckpt_dir / LAST, identity=identity)
         updater.load_state_dict(state, str(ckpt_dir / LAST))
         set_rng_state(state["rng"])
-        if fabric.global_rank > 0:  # the checkpoint holds rank 0's generators; other ranks draw their own noise
-            torch.manual_seed(1_000_003 * fabric.global_rank + int(state["step"]))
         start = int(state["step"])
+        reseed_other_ranks(start)
     is_main = fabric.global_rank == 0
     log = RunLog(folder, tensorboard, after_step=start) if folder is not None and is_main else None
     steps_per_epoch = len(loader)
@@ -136,6 +141,7 @@ def fit(
                                 ckpt_dir)
             fabric.barrier()
             last_saved = step
+            reseed_other_ranks(step)  # so that a run resumed from this step draws what the uninterrupted run draws
 
     best = ckpt_dir / BEST if select and ckpt_dir is not None else None
     best_value = load_checkpoint(best, identity=identity)["value"] if best is not None and best.exists() and start \
