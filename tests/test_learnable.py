@@ -18,6 +18,7 @@ from kdgm.knowledge.regularized import (
 )
 from kdgm.knowledge.sampled import effective_sample_size, log_weights, tile
 from kdgm.model_suite import MODELS
+from kdgm.objectives.adversarial import gan_condition
 
 K = 6
 
@@ -273,13 +274,17 @@ def test_a_fixed_constraint_raises_its_expectation_on_every_generative_model(nam
     spec = MODELS[name]
     torch.manual_seed(0)
     model, batch = spec.build(), spec.example()
-    cond = batch.condition() if hasattr(batch, "condition") else None
+    cond = batch.condition() if hasattr(batch, "condition") else gan_condition(model, batch)
 
     def draw(n: int):
-        return model.sample(n) if cond is None else model.sample(len(cond.template_lengths), cond)
+        if cond is None:
+            return model.sample(n)
+        if isinstance(cond, torch.Tensor):  # class labels: every class in turn
+            return model.sample(n, torch.arange(n) % model.num_classes)
+        return model.sample(len(cond.template_lengths), cond)
 
-    constraint = _simple_constraint(draw(2) if cond is None else draw(0))
-    pr = PosteriorRegularization(constraint, alpha=1.0, samples=32)
+    constraint = _simple_constraint(draw(2) if not hasattr(cond, "template") else draw(0))
+    pr = PosteriorRegularization(constraint, alpha=1.0, samples=32, condition=lambda batch: cond)
     objective = ExplicitMStep(pr, weight=1.0) if spec.generative == "explicit" else ImplicitMStep(pr)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3 if spec.generative == "implicit" else 3e-2)
 

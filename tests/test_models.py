@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from kdgm.model_suite import MODELS
+from kdgm.objectives.adversarial import gan_condition
 
 
 @pytest.fixture(params=list(MODELS), ids=list(MODELS))
@@ -29,7 +30,7 @@ def _outputs(spec, model, batch):
     if spec.kind == "scene":
         return model(batch.x).canvas
     if spec.kind == "adversarial":
-        return model.discriminate(batch.x)
+        return model.discriminate(batch.x, gan_condition(model, batch))
     if spec.kind == "sequence":
         return model.token_log_probs(batch.data(), batch.condition())
     return model(*batch.inputs())
@@ -53,8 +54,9 @@ def test_forward_shapes(spec):
         sample = model.sample(b, batch.condition())
         assert sample.tokens.shape[0] == b and sample.lengths.shape == (b,)
     elif spec.kind == "adversarial":
-        assert model.sample(b).shape == batch.x.shape
-        assert model.discriminate(batch.x).shape == (b,)
+        cond = gan_condition(model, batch)
+        assert model.sample(b, cond).shape == batch.x.shape
+        assert model.discriminate(batch.x, cond).shape == (b,)
     else:
         logits = model(*batch.inputs())
         assert logits.shape == (b, 2)
@@ -64,7 +66,8 @@ def test_forward_shapes(spec):
 def test_gradients_reach_every_parameter(spec):
     model, batch = spec.build(), spec.example()
     spec.objective()(model, batch).total.backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    missing = [name for name, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.any(p.grad != 0))]
     assert not missing, f"no gradient reaches {missing}"
 
 
@@ -74,7 +77,7 @@ def test_one_optimizer_step_changes_the_weights(spec):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     spec.objective()(model, batch).total.backward()
     optimizer.step()
-    unchanged = [name for name, p in model.named_parameters() if torch.equal(p, before[name])]
+    unchanged = [name for name, p in model.named_parameters() if p.requires_grad and torch.equal(p, before[name])]
     assert not unchanged
 
 

@@ -20,6 +20,7 @@ from kdgm.data.templates import BLANK_ID, EOS_ID, InfillBatch
 from kdgm.models.air import AIR
 from kdgm.models.gan import dcgan
 from kdgm.models.infill import TemplateInfiller
+from kdgm.models.progan import progan
 from kdgm.models.text_cnn import SentenceCNN
 from kdgm.models.vae import VAE
 from kdgm.objectives.adversarial import DiscriminatorLoss, GeneratorLoss
@@ -54,6 +55,11 @@ class ModelSpec:
 
 def _binary_images(n: int = 4, shape: tuple[int, int, int] = (1, 28, 28)) -> ImageBatch:
     return ImageBatch(x=torch.bernoulli(torch.full((n, *shape), 0.3)))
+
+
+def _labelled_images(n: int = 4, size: int = 32, classes: int = 10) -> ImageBatch:
+    """Grey images with class labels (class-conditional GANs)."""
+    return ImageBatch(x=torch.rand(n, 1, size, size), y=torch.arange(n) % classes)
 
 
 def _sentences(n: int = 6, vocab: int = 30) -> TextBatch:
@@ -100,6 +106,22 @@ def _both_players(loss: str = "nonsaturating", gradient_penalty: float = 0.0) ->
     return objective
 
 
+def _every_stage(loss: str = "wasserstein", gradient_penalty: float = 10.0) -> Objective:
+    """Both players of a Progressive GAN at every stage of its growth (one stage's pass leaves the other stages'
+    toRGB / fromRGB layers unused), summed, ending at full resolution."""
+    both = _both_players(loss, gradient_penalty)
+
+    def objective(model, batch) -> LossOutput:
+        outs = []
+        for progress in (0.0, 0.3, 0.55, 0.8):  # stage 0, then each later stage while it fades in
+            model.set_progress(progress)
+            outs.append(both(model, batch))
+        model.set_progress(1.0)
+        return LossOutput(sum(out.total for out in outs), outs[-1].terms)
+
+    return objective
+
+
 MODELS: Registry[ModelSpec] = Registry("model")
 MODELS.register("vae-mlp", ModelSpec(lambda: VAE(arch="mlp"), _binary_images, ELBO, generative="implicit"))
 MODELS.register("vae-conv", ModelSpec(lambda: VAE(arch="conv", z_dim=16), _binary_images, lambda: IWAE(k=3),
@@ -115,6 +137,11 @@ MODELS.register("dcgan-32-wgan-gp", ModelSpec(lambda: dcgan(z_dim=8, image_size=
                                               lambda: _binary_images(shape=(1, 32, 32)),
                                               lambda: _both_players("wasserstein", 10.0), kind="adversarial",
                                               generative="implicit"))
+MODELS.register("dcgan-32-conditional", ModelSpec(lambda: dcgan(z_dim=8, image_size=32, width=8, num_classes=10),
+                                                  _labelled_images, _both_players, kind="adversarial",
+                                                  generative="implicit"))
+MODELS.register("progan-32", ModelSpec(lambda: progan(z_dim=8, width=16), lambda: _binary_images(shape=(1, 32, 32)),
+                                       _every_stage, kind="adversarial", generative="implicit"))
 MODELS.register("template-infiller", ModelSpec(lambda: TemplateInfiller(20, embed_dim=8, hidden=8), _templates,
                                                lambda: MaximumLikelihood(units=lambda b: b.target_lengths),
                                                kind="sequence", generative="explicit"))

@@ -129,3 +129,35 @@ class BinarizedMNIST:
             if self.binarize == "dynamic":
                 x = torch.bernoulli(x)
         return ImageBatch(x=x.unsqueeze(1), y=self.labels[index])  # x: (B, 1, 28, 28)
+
+
+def grey_images(images: Tensor, size: int = 28) -> Tensor:
+    """(N, 28, 28) uint8 digits as (N, 1, size, size) float grey levels in [0, 1]; 32 pads 2 pixels of background on
+    each side (the DCGAN / ProGAN / BigGAN layouts halve 32 down to 4)."""
+    if size not in (28, 32):
+        raise UserError(f"MNIST images are 28x28 or padded to 32x32, got size {size}")
+    x = images.float().div(255.0).unsqueeze(1)  # (N, 1, 28, 28)
+    return torch.nn.functional.pad(x, (2, 2, 2, 2)) if size == 32 else x
+
+
+@dataclass
+class LabelledImages:
+    """Images with class labels, already as float tensors (grey levels; no binarisation).
+
+    Attributes:
+        x: (N, C, H, W) float in [0, 1].
+        y: (N,) long.
+    """
+
+    x: Tensor
+    y: Tensor
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"{len(self.x)} images but {len(self.y)} labels")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, index: Tensor) -> ImageBatch:
+        return ImageBatch(x=self.x[index], y=self.y[index])  # x: (B, C, H, W)

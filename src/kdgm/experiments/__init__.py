@@ -2,11 +2,12 @@
 
 from kdgm.experiments.asr import ASRCount, ASROverlap
 from kdgm.experiments.base import Experiment
+from kdgm.experiments.gan_mnist import GanMnist
 from kdgm.experiments.sentiment_but import SentimentBut
 from kdgm.experiments.template_infill import TemplateInfill
 from kdgm.experiments.vae_mnist import VAEMnist
 from kdgm.registry import Registry
 
 EXPERIMENTS: Registry[Experiment] = Registry("experiment")
-for _experiment in (VAEMnist(), SentimentBut(), ASRCount(), ASROverlap(), TemplateInfill()):
+for _experiment in (VAEMnist(), SentimentBut(), ASRCount(), ASROverlap(), TemplateInfill(), GanMnist()):
     EXPERIMENTS.register(_experiment.name, _experiment)

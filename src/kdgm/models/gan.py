@@ -29,19 +29,24 @@ def _layout(image_size: int) -> tuple[int, int]:
 
 
 class DCGANGenerator(nn.Module):
-    """z (B, Z) → images (B, C, S, S) in [0, 1].
+    """z (B, Z) → images (B, C, S, S) in [0, 1]; with classes, z is concatenated with a learned class embedding
+    (the conditional GAN of Mirza & Osindero 2014).
 
     Args:
         z_dim: latent size. channels: image channels. image_size: 28, 32 or 64.
         width: channels of the last hidden feature map (doubled at each coarser resolution).
+        num_classes: 0 for an unconditional generator.
     """
 
-    def __init__(self, z_dim: int = 64, channels: int = 1, image_size: int = 28, width: int = 32) -> None:
+    def __init__(self, z_dim: int = 64, channels: int = 1, image_size: int = 28, width: int = 32,
+                 num_classes: int = 0) -> None:
         super().__init__()
         base, doublings = _layout(image_size)
         top = width * 2 ** (doublings - 1)
         self.z_dim, self.base, self.top = z_dim, base, top
-        self.project = nn.Sequential(nn.Linear(z_dim, top * base * base), nn.BatchNorm1d(top * base * base), nn.ReLU())
+        self.embed = nn.Embedding(num_classes, z_dim) if num_classes else None
+        inputs = 2 * z_dim if num_classes else z_dim
+        self.project = nn.Sequential(nn.Linear(inputs, top * base * base), nn.BatchNorm1d(top * base * base), nn.ReLU())
         layers: list[nn.Module] = []
         for i in range(doublings - 1):
             c_in = top // 2**i
@@ -49,15 +54,20 @@ class DCGANGenerator(nn.Module):
         layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1)]
         self.upsample = nn.Sequential(*layers)
 
-    def forward(self, z: Tensor) -> Tensor:
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.embed is not None:
+            z = torch.cat([z, self.embed(y)], 1)  # (B, 2Z)
         h = self.project(z).view(-1, self.top, self.base, self.base)  # (B, top, base, base)
         return torch.sigmoid(self.upsample(h))  # (B, C, S, S)
 
 
 class DCGANDiscriminator(nn.Module):
-    """images (B, C, S, S) → (B,) logits (or critic values); no batch norm (WGAN critics and gradient penalties)."""
+    """images (B, C, S, S) → (B,) logits (or critic values); no batch norm (WGAN critics and gradient penalties).
 
-    def __init__(self, channels: int = 1, image_size: int = 28, width: int = 32) -> None:
+    With classes it is a projection discriminator (Miyato & Koyama 2018): ``ψ(h) + ⟨embed(y), h⟩`` on the features h.
+    """
+
+    def __init__(self, channels: int = 1, image_size: int = 28, width: int = 32, num_classes: int = 0) -> None:
         super().__init__()
         base, doublings = _layout(image_size)
         layers: list[nn.Module] = []
@@ -68,25 +78,42 @@ class DCGANDiscriminator(nn.Module):
             c_in = c_out
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c_in * base * base, 1)
+        self.embed = nn.Embedding(num_classes, c_in * base * base) if num_classes else None
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, std=0.02)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).flatten(1)).squeeze(1)  # (B,)
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        h = self.features(x).flatten(1)  # (B, F)
+        logit = self.head(h).squeeze(1)  # (B,)
+        return logit if self.embed is None else logit + (self.embed(y) * h).sum(1)
 
 
 class GAN(nn.Module):
     """A generator and a discriminator, trained by the phases of an adversarial objective.
 
     Args:
-        generator: z (B, Z) → images.
-        discriminator: images → (B,) logits.
+        generator: z (B, Z) → images; ``(z, y)`` → images for a class-conditional GAN.
+        discriminator: images → (B,) logits; ``(x, y)`` → (B,) for a class-conditional GAN.
         z_dim: the generator's latent size.
+        num_classes: 0 for an unconditional GAN; else the condition of ``sample`` and ``discriminate`` is a (B,)
+            tensor of class labels (the batch's ``y``, :func:`kdgm.objectives.adversarial.gan_condition`).
     """
 
-    conditional = False
-
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, z_dim: int) -> None:
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, z_dim: int, num_classes: int = 0) -> None:
         super().__init__()
         self.generator, self.discriminator, self.z_dim = generator, discriminator, z_dim
+        self.num_classes = num_classes
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    def _check(self, cond: Tensor | None, n: int) -> None:
+        if self.conditional and (cond is None or cond.shape != (n,)):
+            got = "none" if cond is None else f"shape {tuple(cond.shape)}"
+            raise ValueError(f"this GAN is class-conditional: pass cond, ({n},) class labels (got {got})")
+        if not self.conditional and cond is not None:
+            raise ValueError("this GAN is unconditional; sample(n) and discriminate(x) take no condition")
 
     def noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, Z) z ~ N(0, I) on the model's device (drawn on the CPU when a ``generator`` is given)."""
@@ -98,16 +125,18 @@ class GAN(nn.Module):
     def sample(self, n: int, cond: Tensor | None = None, *, generator: torch.Generator | None = None,
                z: Tensor | None = None) -> Tensor:
         """(n, C, S, S) images, differentiable in the generator's weights; ``z`` fixes the noise (sample grids)."""
-        if cond is not None:
-            raise ValueError("this GAN is unconditional; sample(n) takes no condition")
-        return self.generator(self.noise(n, generator) if z is None else z)
+        self._check(cond, n)
+        z = self.noise(n, generator) if z is None else z
+        return self.generator(z, cond) if self.conditional else self.generator(z)
 
     def discriminate(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """(B,) discriminator logits (or critic values) of images x."""
-        return self.discriminator(x)
+        """(B,) discriminator logits (or critic values) of images x (of class ``cond`` for a conditional GAN)."""
+        self._check(cond, len(x))
+        return self.discriminator(x, cond) if self.conditional else self.discriminator(x)
 
 
-def dcgan(z_dim: int = 64, channels: int = 1, image_size: int = 28, width: int = 32) -> GAN:
-    """A DCGAN generator and discriminator for ``image_size`` × ``image_size`` images."""
-    return GAN(DCGANGenerator(z_dim, channels, image_size, width), DCGANDiscriminator(channels, image_size, width),
-               z_dim)
+def dcgan(z_dim: int = 64, channels: int = 1, image_size: int = 28, width: int = 32, num_classes: int = 0) -> GAN:
+    """A DCGAN generator and discriminator for ``image_size`` × ``image_size`` images (class-conditional with
+    ``num_classes``)."""
+    return GAN(DCGANGenerator(z_dim, channels, image_size, width, num_classes),
+               DCGANDiscriminator(channels, image_size, width, num_classes), z_dim, num_classes)

@@ -79,9 +79,11 @@ def render(run: Run, metrics: dict[str, Any]) -> str:
         "ours is mean ± sample std over seeds.",
         "",
     ]
+    # a table without any paper number (the lectures give none) has no paper columns
+    with_paper = any(entry["paper"] is not None for row in metrics["rows"].values() for entry in row.values())
     header = ["Row"]
     for m in experiment.metrics:
-        header += [f"{m.label} {'↓' if m.lower_is_better else '↑'}", "paper"]
+        header += [f"{m.label} {'↓' if m.lower_is_better else '↑'}"] + (["paper"] if with_paper else [])
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in experiment.rows:
         if row.name not in metrics["rows"]:
@@ -92,7 +94,7 @@ def render(run: Run, metrics: dict[str, Any]) -> str:
             n = len(entry["per_seed"])
             ours = _cell(entry["mean"], entry["std"], metric.digits) + (f" (n={n})" if 0 < n != len(seeds) else "")
             paper = "—" if entry["paper"] is None else f"{entry['paper']:.{metric.digits}f}"
-            cells += [ours, paper]
+            cells += [ours, paper] if with_paper else [ours]
         lines.append("| " + " | ".join(cells) + " |")
     skipped = [row.name for row in experiment.rows if row.name not in metrics["rows"]]
     if skipped:
