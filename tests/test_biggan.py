@@ -220,6 +220,22 @@ def test_ema_follows_the_generator_until_start_and_stays_in_evaluation_mode():
     assert sample.shape == (4, 1, 32, 32) and not sample.requires_grad
 
 
+def test_sample_uses_the_ema_generator_in_evaluation_mode_once_it_has_been_updated():
+    model = small()
+    z, y = model.noise(4), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        model.generator.out.parametrizations.weight.original.add_(1.0)  # live and EMA generators now differ
+    model.eval()
+    live, average = model.sample(4, y, z=z, ema=False), model.sample(4, y, z=z, ema=True)
+    assert not torch.allclose(live, average)
+    assert torch.equal(model.sample(4, y, z=z), live)  # no EMA update yet: the copy is the initial generator
+    GeneratorEMA(model, decay=0.5)()
+    average = model.sample(4, y, z=z, ema=True)
+    assert torch.equal(model.sample(4, y, z=z), average)
+    model.train()
+    assert model.sample(4, y, z=z).requires_grad  # training samples the live generator
+
+
 # conditional batch norm and self-attention
 
 def test_conditional_batch_norm_is_batch_norm_times_one_plus_a_linear_gain_plus_a_linear_bias():

@@ -250,3 +250,18 @@ def test_every_experiments_run_record_reads_back_equal(name, tmp_path):
     record = runner.run_record(runner.RunRequest(name, "smoke"), experiment, config, [0])
     cfgmod.write_yaml(tmp_path / "config.yaml", record)
     assert cfgmod.read_yaml(tmp_path / "config.yaml") == record
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "eval_samples=20000"], "eval_samples and progress_samples must be at most 10000"),
+        (["--set", "beta1=1"], "beta1 and beta2 must be below 1"),
+        (["--set", "constraint=fixed"], "the class constraint needs a class-conditional generator"),
+        (["--set", "loss=dual"], "loss"),
+    ],
+)
+def test_gan_config_errors_write_nothing(args, message, tmp_path, cli_env, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused(["run", "gan-mnist", "--preset", "smoke", *args], message, capsys, tmp_path)
+    assert not (tmp_path / "runs").exists()

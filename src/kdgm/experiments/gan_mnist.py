@@ -24,6 +24,7 @@ consistency by the judge — the constraint's classifier is trained on the first
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -161,8 +162,9 @@ class GanMnist(Experiment):
                              train_examples=1000,
                              progress_samples=100, eval_every=2, log_every=2, checkpoint_every=2), 1,
                         "CI smoke run: 4 steps of tiny networks on 1,000 digits, metrics on 200 samples"),
-        "quick": Preset(dict(steps=1500, eval_samples=2000, eval_every=500, checkpoint_every=500), 3,
-                        "1,500 generator steps of batch 64 (1.6 epochs); metrics on 2,000 samples"),
+        "quick": Preset(dict(steps=1500, width=16, eval_samples=2000, eval_every=500, checkpoint_every=500), 3,
+                        "1,500 generator steps of batch 64 (1.6 epochs), networks of width 16; metrics on 2,000 "
+                        "samples"),
         "full": Preset(dict(steps=10000, eval_samples=10000, eval_every=1000, checkpoint_every=1000), 3,
                        "10,000 generator steps of batch 64 (10.7 epochs); metrics on 10,000 samples"),
         "paper": Preset(dict(steps=50000, width=64, eval_samples=10000, eval_every=5000, checkpoint_every=5000), 3,
@@ -233,9 +235,7 @@ class GanMnist(Experiment):
         phases = [Phase("critic", critic, critic_opt, repeats=config.n_critic)]
         if config.constraint == "none":
             return phases + [Phase("generator", generator, self._optimizer(model.generator.parameters(), config))]
-        classifier = DigitClassifier(CLASSES, 1)
-        classifier.load_state_dict(data.constraint_classifier.state_dict())
-        constraint = ClassRecognised(classifier)
+        constraint = ClassRecognised(copy.deepcopy(data.constraint_classifier).train())  # a copy per run: φ changes it
         if config.constraint == "fixed":
             constraint.freeze()
         pr = PosteriorRegularization(constraint, config.alpha, config.pr_samples, condition=lambda batch: batch.y)

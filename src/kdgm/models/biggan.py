@@ -21,7 +21,7 @@ changes that the paper shows to matter; this module keeps each of them at a smal
   matrices, which keeps the filters near-orthogonal without constraining their norms and makes the generator amenable
   to truncation (:func:`orthogonal_penalty`, :class:`OrthogonalRegularized`).
 - **An exponential moving average of the generator's weights** (BigGAN section 4, after Karras et al. 2018), used
-  for evaluation (:class:`GeneratorEMA`, ``sample(..., ema=True)``).
+  for evaluation (:class:`GeneratorEMA`; ``sample`` in evaluation mode, or ``sample(..., ema=True)``).
 - **The truncation trick** (BigGAN section 3.1): z drawn from a normal truncated to [−t, t], values outside being
   resampled, trades variety for fidelity as t shrinks (:func:`truncated_noise`).
 
@@ -323,14 +323,17 @@ class BigGAN(nn.Module):
         return torch.randint(self.num_classes, (n,), generator=generator).to(self._model_device())
 
     def sample(self, n: int, cond: Tensor | None = None, *, truncation: float | None = None,
-               generator: torch.Generator | None = None, z: Tensor | None = None, ema: bool = False) -> Tensor:
+               generator: torch.Generator | None = None, z: Tensor | None = None,
+               ema: bool | None = None) -> Tensor:
         """(n, C, S, S) images of the classes ``cond`` ((n,) long; None: uniformly drawn classes).
 
         Args:
             truncation: t of the truncation trick (None: untruncated z).
             generator: seeds z (and the classes when ``cond`` is None). z: (n, Z) fixes the noise (sample grids).
-            ema: sample the EMA generator (evaluation); else the live generator, differentiable in its weights
-                (training objectives).
+            ema: True: the EMA generator (evaluation, no gradient); False: the live generator, differentiable in its
+                weights (training objectives). None: the EMA generator when the model is in evaluation mode and
+                the average has been updated (:class:`GeneratorEMA` registered), else the live one — so training
+                samples the live generator and ``model.eval()`` followed by ``sample`` evaluates the average.
         """
         if z is None:
             z = self.noise(n, generator, truncation)  # (n, Z)
@@ -338,6 +341,8 @@ class BigGAN(nn.Module):
             cond = self.classes(n, generator)  # (n,)
         if len(z) != n or len(cond) != n:
             raise ValueError(f"sample({n}) got {len(z)} latents and {len(cond)} classes")
+        if ema is None:
+            ema = not self.training and bool(self.ema_updates > 0)
         return (self.generator_ema if ema else self.generator)(z, cond)  # (n, C, S, S)
 
     def discriminate(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
