@@ -286,7 +286,7 @@ def test_a_fixed_constraint_raises_its_expectation_on_every_generative_model(nam
     constraint = _simple_constraint(draw(2) if not hasattr(cond, "template") else draw(0))
     pr = PosteriorRegularization(constraint, alpha=1.0, samples=32, condition=lambda batch: cond)
     objective = ExplicitMStep(pr, weight=1.0) if spec.generative == "explicit" else ImplicitMStep(pr)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3 if spec.generative == "implicit" else 3e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr={"sequence": 3e-2, "density": 1e-3}.get(spec.kind, 3e-3))
 
     def expected_f() -> float:
         torch.manual_seed(123)

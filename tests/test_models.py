@@ -53,6 +53,9 @@ def test_forward_shapes(spec):
         assert model.token_log_probs(batch.data(), batch.condition()).shape == batch.target.shape
         sample = model.sample(b, batch.condition())
         assert sample.tokens.shape[0] == b and sample.lengths.shape == (b,)
+    elif spec.kind == "density":
+        assert model.log_prob(batch.x).shape == (b,)
+        assert model.sample(b).shape == batch.x.shape
     elif spec.kind == "adversarial":
         cond = gan_condition(model, batch)
         assert model.sample(b, cond).shape == batch.x.shape

@@ -19,6 +19,7 @@ from kdgm.data.batch import Batch, ImageBatch, SceneBatch, TextBatch
 from kdgm.data.templates import BLANK_ID, EOS_ID, InfillBatch
 from kdgm.models.air import AIR
 from kdgm.models.gan import dcgan
+from kdgm.models.flows import Glow, RealNVP, dequantize
 from kdgm.models.infill import TemplateInfiller
 from kdgm.models.progan import progan
 from kdgm.models.text_cnn import SentenceCNN
@@ -39,7 +40,8 @@ class ModelSpec:
     ``kind`` says which interface the model has: ``latent`` (``forward(x, k)`` → named log-densities),
     ``classifier`` (``forward(*batch.inputs())`` → (B, K) logits), ``scene`` (``forward(x)`` → a structured
     posterior trajectory with a reconstruction ``canvas``), ``adversarial`` (``sample(n, cond)`` and
-    ``discriminate(x, cond)``) or ``sequence`` (``token_log_probs(x, cond)``, ``log_prob``, ``sample``).
+    ``discriminate(x, cond)``), ``sequence`` (``token_log_probs(x, cond)``, ``log_prob``, ``sample``) or ``density``
+    (an exact density: ``log_prob(x)`` and ``sample(n)``, a normalizing flow).
 
     ``generative`` says which posterior-regularization M-step applies (:mod:`kdgm.knowledge.regularized`):
     ``explicit`` (``log_prob(x, cond)`` and ``sample(n, cond)``), ``implicit`` (a differentiable ``sample(n, cond)``)
@@ -60,6 +62,11 @@ def _binary_images(n: int = 4, shape: tuple[int, int, int] = (1, 28, 28)) -> Ima
 def _labelled_images(n: int = 4, size: int = 32, classes: int = 10) -> ImageBatch:
     """Grey images with class labels (class-conditional GANs)."""
     return ImageBatch(x=torch.rand(n, 1, size, size), y=torch.arange(n) % classes)
+
+
+def _grey_levels(n: int = 4) -> ImageBatch:
+    """Uniformly dequantised 8-bit images, what a flow's density is defined on."""
+    return ImageBatch(x=dequantize(torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)))
 
 
 def _sentences(n: int = 6, vocab: int = 30) -> TextBatch:
@@ -142,6 +149,11 @@ MODELS.register("dcgan-32-conditional", ModelSpec(lambda: dcgan(z_dim=8, image_s
                                                   generative="implicit"))
 MODELS.register("progan-32", ModelSpec(lambda: progan(z_dim=8, width=16), lambda: _binary_images(shape=(1, 32, 32)),
                                        _every_stage, kind="adversarial", generative="implicit"))
+# zero_init=False: a zero-initialised coupling starts as the identity, whose hidden layers get no gradient at step 0
+MODELS.register("realnvp", ModelSpec(lambda: RealNVP(levels=2, hidden=16, zero_init=False), _grey_levels,
+                                     MaximumLikelihood, kind="density", generative="explicit"))
+MODELS.register("glow", ModelSpec(lambda: Glow(levels=2, steps=2, hidden=16, zero_init=False), _grey_levels,
+                                  MaximumLikelihood, kind="density", generative="explicit"))
 MODELS.register("template-infiller", ModelSpec(lambda: TemplateInfiller(20, embed_dim=8, hidden=8), _templates,
                                                lambda: MaximumLikelihood(units=lambda b: b.target_lengths),
                                                kind="sequence", generative="explicit"))
