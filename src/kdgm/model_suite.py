@@ -22,6 +22,7 @@ from kdgm.models.gan import dcgan
 from kdgm.models.flows import Glow, RealNVP, dequantize
 from kdgm.models.infill import TemplateInfiller
 from kdgm.models.progan import progan
+from kdgm.models.sbn import SigmoidBeliefNet
 from kdgm.models.text_cnn import SentenceCNN
 from kdgm.models.vae import VAE
 from kdgm.objectives.adversarial import DiscriminatorLoss, GeneratorLoss
@@ -30,6 +31,7 @@ from kdgm.objectives.base import LossOutput, Objective
 from kdgm.objectives.classification import CrossEntropy
 from kdgm.objectives.elbo import ELBO, IWAE
 from kdgm.objectives.likelihood import MaximumLikelihood
+from kdgm.objectives.wake_sleep import ReweightedWake, ReweightedWakeQ, SleepPhase, SummedPhases, WakePhase
 from kdgm.registry import Registry
 
 
@@ -149,6 +151,12 @@ MODELS.register("dcgan-32-conditional", ModelSpec(lambda: dcgan(z_dim=8, image_s
                                                   generative="implicit"))
 MODELS.register("progan-32", ModelSpec(lambda: progan(z_dim=8, width=16), lambda: _binary_images(shape=(1, 32, 32)),
                                        _every_stage, kind="adversarial", generative="implicit"))
+# a sigmoid belief net trains by two phases on two parameter groups; summed, every parameter gets a gradient
+MODELS.register("sbn-wake-sleep", ModelSpec(lambda: SigmoidBeliefNet(hidden=(20, 20)), _binary_images,
+                                            lambda: SummedPhases(WakePhase(), SleepPhase()), generative="explicit"))
+MODELS.register("sbn-reweighted", ModelSpec(lambda: SigmoidBeliefNet(hidden=(20,)), _binary_images,
+                                            lambda: SummedPhases(ReweightedWake(k=5), ReweightedWakeQ(k=5)),
+                                            generative="explicit"))
 # zero_init=False: a zero-initialised coupling starts as the identity, whose hidden layers get no gradient at step 0
 MODELS.register("realnvp", ModelSpec(lambda: RealNVP(levels=2, hidden=16, zero_init=False), _grey_levels,
                                      MaximumLikelihood, kind="density", generative="explicit"))
