@@ -2,12 +2,14 @@
 
 from kdgm.experiments.asr import ASRCount, ASROverlap
 from kdgm.experiments.base import Experiment
+from kdgm.experiments.flows_mnist import FlowsMnist
 from kdgm.experiments.gan_mnist import GanMnist
 from kdgm.experiments.sentiment_but import SentimentBut
 from kdgm.experiments.template_infill import TemplateInfill
 from kdgm.experiments.vae_mnist import VAEMnist
+from kdgm.experiments.wake_sleep_mnist import WakeSleepMnist
 from kdgm.registry import Registry
 
 EXPERIMENTS: Registry[Experiment] = Registry("experiment")
-for _experiment in (VAEMnist(), SentimentBut(), ASRCount(), ASROverlap(), TemplateInfill(), GanMnist()):
+for _experiment in (VAEMnist(), SentimentBut(), ASRCount(), ASROverlap(), TemplateInfill(), GanMnist(), FlowsMnist(), WakeSleepMnist()):
     EXPERIMENTS.register(_experiment.name, _experiment)
