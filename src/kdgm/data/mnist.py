@@ -161,3 +161,37 @@ class LabelledImages:
 
     def batch(self, index: Tensor) -> ImageBatch:
         return ImageBatch(x=self.x[index], y=self.y[index])  # x: (B, C, H, W)
+
+
+@dataclass
+class DequantizedMNIST:
+    """MNIST digits as continuous values in [0, 1) for a density model: level k becomes (k + u) / 256, u ~ U(0, 1)
+    (uniform dequantisation, Theis et al. 2016), so a bits/dim computed from the density bounds the discrete one.
+
+    ``seed`` None draws fresh noise for every batch from the global torch generator (saved in checkpoints, so a
+    resumed run draws the same); a seed dequantises once (a fixed test set).
+
+    Attributes:
+        images: (N, 28, 28) uint8. labels: (N,) long.
+    """
+
+    images: Tensor
+    labels: Tensor
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self._fixed = None
+        if self.seed is not None:
+            self._fixed = self._dequantize(self.images, torch.Generator().manual_seed(self.seed))
+
+    @staticmethod
+    def _dequantize(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        noise = torch.rand(images.shape, generator=generator)  # (B, 28, 28) u ~ U(0, 1)
+        return ((images.float() + noise) / 256.0).unsqueeze(1)  # (B, 1, 28, 28)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, index: Tensor) -> ImageBatch:
+        x = self._fixed[index] if self._fixed is not None else self._dequantize(self.images[index])
+        return ImageBatch(x=x, y=self.labels[index])

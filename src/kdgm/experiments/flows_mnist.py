@@ -19,12 +19,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from kdgm.data.batch import ImageBatch
-from kdgm.data.loader import BatchLoader
-from kdgm.data.mnist import load_mnist
+from kdgm.data.mnist import DequantizedMNIST, load_mnist
 from kdgm.errors import UserError
 from kdgm.experiments.base import Experiment, ExperimentData, Metric, Preset, Row, TrainConfig
-from kdgm.models.flows import Glow, RealNVP, bits_per_dim, dequantize
+from kdgm.models.flows import Glow, RealNVP, bits_per_dim
 from kdgm.objectives.likelihood import MaximumLikelihood
 from kdgm.report.figures import save_image_grid
 from kdgm.report.paired import paired_differences
@@ -32,35 +30,6 @@ from kdgm.train.optim import adam, schedule
 from kdgm.train.updater import Phase
 
 DIMS = 28 * 28
-
-
-@dataclass
-class DequantizedDigits:
-    """MNIST digits as continuous values in [0, 1): level k becomes (k + u) / 256, u ~ U(0, 1).
-
-    ``seed`` None draws fresh noise for every batch from the global torch generator (saved in checkpoints, so a
-    resumed run draws the same); a seed dequantises once (a fixed test set).
-
-    Attributes:
-        images: (N, 28, 28) uint8. labels: (N,) long.
-    """
-
-    images: Tensor
-    labels: Tensor
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        self._fixed = None
-        if self.seed is not None:
-            generator = torch.Generator().manual_seed(self.seed)
-            self._fixed = dequantize(self.images.unsqueeze(1), generator)  # (N, 1, 28, 28)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def batch(self, index: Tensor) -> ImageBatch:
-        x = self._fixed[index] if self._fixed is not None else dequantize(self.images[index].unsqueeze(1))
-        return ImageBatch(x=x, y=self.labels[index])  # x: (B, 1, 28, 28)
 
 
 @dataclass
@@ -134,7 +103,7 @@ class FlowsMnist(Experiment):
         images, labels = load_mnist("train", config.data_dir)
         test_images, test_labels = load_mnist("test", config.data_dir)
         n = config.eval_examples
-        return ExperimentData(DequantizedDigits(images, labels), DequantizedDigits(test_images[:n], test_labels[:n],
+        return ExperimentData(DequantizedMNIST(images, labels), DequantizedMNIST(test_images[:n], test_labels[:n],
                                                                                     seed=12345))
 
     def build_model(self, config: FlowsConfig, data: ExperimentData) -> nn.Module:
@@ -146,7 +115,7 @@ class FlowsMnist(Experiment):
         optimizer = adam(model.parameters(), config)
         return [Phase("main", MaximumLikelihood(), optimizer, schedule(optimizer, config), grad_clip=config.grad_clip)]
 
-    def evaluate(self, config: FlowsConfig, model: nn.Module, test: DequantizedDigits, final: bool) -> dict[str, float]:
+    def evaluate(self, config: FlowsConfig, model: nn.Module, test: DequantizedMNIST, final: bool) -> dict[str, float]:
         device = next(model.parameters()).device
         n = len(test) if final else min(len(test), 500)
         total = 0.0
@@ -155,7 +124,7 @@ class FlowsMnist(Experiment):
                 total += float(model.log_prob(test.batch(index).x.to(device)).sum())
         return {"bpd": float(bits_per_dim(total / n, DIMS))}
 
-    def figures(self, config: FlowsConfig, model: nn.Module, test: DequantizedDigits, folder: Path) -> list[Path]:
+    def figures(self, config: FlowsConfig, model: nn.Module, test: DequantizedMNIST, folder: Path) -> list[Path]:
         paths = []
         for temperature in (0.7, 1.0):
             images = self._sample(model, 64, torch.Generator().manual_seed(0), temperature)
@@ -170,7 +139,7 @@ class FlowsMnist(Experiment):
             return model.sample(n, temperature=temperature, generator=generator).clamp(0, 1).cpu()
 
     @staticmethod
-    def interpolation(model: nn.Module, test: DequantizedDigits, pairs: int = 4, points: int = 10) -> Tensor:
+    def interpolation(model: nn.Module, test: DequantizedMNIST, pairs: int = 4, points: int = 10) -> Tensor:
         """Exact inference: encode pairs of test digits, interpolate linearly in z, decode — (pairs·points, 1, 28, 28)."""
         device = next(model.parameters()).device
         x = test.batch(torch.arange(2 * pairs)).x.to(device)  # (2P, 1, 28, 28)

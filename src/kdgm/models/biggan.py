@@ -201,7 +201,7 @@ class Generator(nn.Module):
             h = block(h, torch.cat([z_i, e], 1))  # (B, C_i, 8·2^i, 8·2^i)
             if i == self.attention_after:
                 h = self.attention(h)
-        return torch.sigmoid(self.out(F.relu(self.bn(h))))  # (B, C, S, S)
+        return (torch.tanh(self.out(F.relu(self.bn(h)))) + 1) / 2  # (B, C, S, S)
 
 
 class DBlock(nn.Module):

@@ -418,6 +418,10 @@ class LogitTransform(Bijection):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         p = self.alpha + (1 - 2 * self.alpha) * x  # (B, C, H, W) in (0, 1) for x in [0, 1]
+        # A sample whose latent lies far out (|y| > ~17) comes back with σ(y) rounded to 0 or 1 in float32; keep its
+        # log-density finite (the explicit M-step of posterior regularization scores the model's own samples).
+        tiny = torch.finfo(p.dtype).eps
+        p = p.clamp(tiny, 1 - tiny)
         log_p, log_q = torch.log(p), torch.log1p(-p)  # log p, log(1 − p)
         y = log_p - log_q  # (B, C, H, W) logit(p)
         logdet = math.log(1 - 2 * self.alpha) - log_p - log_q  # (B, C, H, W)
