@@ -7,7 +7,6 @@ N(m, S) with S = (I + Wᵀ W / σ²)⁻¹, m = S Wᵀ (x − b) / σ².
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import pytest

@@ -19,7 +19,6 @@ the template) is beside it, and infill BLEU, template adherence and distinct-2 s
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import torch

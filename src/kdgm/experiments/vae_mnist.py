@@ -15,11 +15,19 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from kdgm.data.loader import BatchLoader
-from kdgm.data.mnist import BinarizedMNIST, load_mnist
-from kdgm.errors import UserError
-from kdgm.experiments.base import Experiment, ExperimentData, Metric, Preset, Row, TrainConfig
-from kdgm.metrics.likelihood import likelihood_metrics
+from kdgm.data.mnist import BinarizedMNIST
+from kdgm.experiments.base import (
+    Experiment,
+    ExperimentData,
+    Metric,
+    Preset,
+    Row,
+)
+from kdgm.experiments.likelihood_eval import (
+    LikelihoodEvalConfig,
+    binarized_mnist,
+    test_likelihood,
+)
 from kdgm.models.vae import VAE
 from kdgm.objectives.elbo import ELBO, IWAE
 from kdgm.report.figures import save_image_grid
@@ -28,7 +36,7 @@ from kdgm.train.updater import Phase
 
 
 @dataclass
-class VAEMnistConfig(TrainConfig):
+class VAEMnistConfig(LikelihoodEvalConfig):
     """Config of ``vae-mnist`` (the training fields are in :class:`TrainConfig`).
 
     Attributes:
@@ -45,16 +53,9 @@ class VAEMnistConfig(TrainConfig):
     z_dim: int = 50
     hidden: tuple[int, ...] = (200, 200)
     arch: Literal["mlp", "conv"] = "mlp"
-    eval_k: int = 1000
-    eval_examples: int = 10000
-    eval_batch: int = 100
 
-    positive = TrainConfig.positive + ("k", "z_dim", "hidden", "eval_k", "eval_examples", "eval_batch")
+    positive = LikelihoodEvalConfig.positive + ("k", "z_dim", "hidden")
 
-    def validate(self) -> None:
-        super().validate()
-        if self.eval_examples > 10000:
-            raise UserError(f"eval_examples must be at most 10000 (the MNIST test set), got {self.eval_examples}")
 
 
 class VAEMnist(Experiment):
@@ -94,11 +95,7 @@ class VAEMnist(Experiment):
         ]
 
     def data(self, config: VAEMnistConfig, seed: int = 0) -> ExperimentData:
-        train = BinarizedMNIST(*load_mnist("train", config.data_dir), binarize="dynamic")
-        images, labels = load_mnist("test", config.data_dir)
-        n = config.eval_examples
-        test = BinarizedMNIST(images[:n], labels[:n], binarize="static", seed=12345)
-        return ExperimentData(train, test)
+        return binarized_mnist(config)
 
     def build_model(self, config: VAEMnistConfig, data: ExperimentData) -> nn.Module:
         return VAE(z_dim=config.z_dim, hidden=config.hidden, arch=config.arch)
@@ -109,8 +106,7 @@ class VAEMnist(Experiment):
         return [Phase("main", objective, optimizer, schedule(optimizer, config), grad_clip=config.grad_clip)]
 
     def evaluate(self, config: VAEMnistConfig, model: nn.Module, test: BinarizedMNIST, final: bool) -> dict[str, float]:
-        batches = BatchLoader(test, config.eval_batch, shuffle=False, drop_last=False)
-        return likelihood_metrics(model, batches, k=config.eval_k if final else min(config.eval_k, 10))
+        return test_likelihood(config, model, test, final)
 
     def figures(self, config: VAEMnistConfig, model: nn.Module, test: BinarizedMNIST, folder: Path) -> list[Path]:
         generator = torch.Generator().manual_seed(0)

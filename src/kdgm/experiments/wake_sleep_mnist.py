@@ -23,11 +23,19 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from kdgm.data.loader import BatchLoader
-from kdgm.data.mnist import BinarizedMNIST, load_mnist
-from kdgm.errors import UserError
-from kdgm.experiments.base import Experiment, ExperimentData, Metric, Preset, Row, TrainConfig
-from kdgm.metrics.likelihood import likelihood_metrics
+from kdgm.data.mnist import BinarizedMNIST
+from kdgm.experiments.base import (
+    Experiment,
+    ExperimentData,
+    Metric,
+    Preset,
+    Row,
+)
+from kdgm.experiments.likelihood_eval import (
+    LikelihoodEvalConfig,
+    binarized_mnist,
+    test_likelihood,
+)
 from kdgm.models.sbn import SigmoidBeliefNet
 from kdgm.models.vae import VAE
 from kdgm.objectives.elbo import ELBO
@@ -41,7 +49,7 @@ VAE_ROW = "VAE (ELBO)"
 
 
 @dataclass
-class WakeSleepConfig(TrainConfig):
+class WakeSleepConfig(LikelihoodEvalConfig):
     """Config of ``wake-sleep-mnist`` (training fields in :class:`TrainConfig`).
 
     Attributes:
@@ -56,17 +64,10 @@ class WakeSleepConfig(TrainConfig):
     hidden: tuple[int, ...] = (200,)
     k: int = 5
     z_dim: int = 50
-    eval_k: int = 1000
-    eval_examples: int = 10000
-    eval_batch: int = 100
     lr: float = 1e-3
 
-    positive = TrainConfig.positive + ("hidden", "k", "z_dim", "eval_k", "eval_examples", "eval_batch")
+    positive = LikelihoodEvalConfig.positive + ("hidden", "k", "z_dim")
 
-    def validate(self) -> None:
-        super().validate()
-        if self.eval_examples > 10000:
-            raise UserError(f"eval_examples must be at most 10000 (the MNIST test set), got {self.eval_examples}")
 
 
 class WakeSleepMnist(Experiment):
@@ -111,10 +112,7 @@ class WakeSleepMnist(Experiment):
         ]
 
     def data(self, config: WakeSleepConfig, seed: int = 0) -> ExperimentData:
-        train = BinarizedMNIST(*load_mnist("train", config.data_dir), binarize="dynamic")
-        images, labels = load_mnist("test", config.data_dir)
-        n = config.eval_examples
-        return ExperimentData(train, BinarizedMNIST(images[:n], labels[:n], binarize="static", seed=12345))
+        return binarized_mnist(config)
 
     def build_model(self, config: WakeSleepConfig, data: ExperimentData) -> nn.Module:
         if config.method == "vae":
@@ -129,8 +127,7 @@ class WakeSleepMnist(Experiment):
         return wake_sleep_phases(model, config.method, k=config.k if config.method == "rws" else None, lr=config.lr)
 
     def evaluate(self, config: WakeSleepConfig, model: nn.Module, test: BinarizedMNIST, final: bool) -> dict[str, float]:
-        batches = BatchLoader(test, config.eval_batch, shuffle=False, drop_last=False)
-        return likelihood_metrics(model, batches, k=config.eval_k if final else min(config.eval_k, 10))
+        return test_likelihood(config, model, test, final)
 
     def figures(self, config: WakeSleepConfig, model: nn.Module, test: BinarizedMNIST, folder: Path) -> list[Path]:
         return [save_image_grid(self.samples(model, 64, torch.Generator().manual_seed(0)), folder / "samples.png",

@@ -13,7 +13,6 @@ It is an explicit model in kdgm's sense: ``log_prob(x, cond)`` and ``sample(n, c
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
