@@ -30,9 +30,12 @@ GANLoss = Literal["minimax", "nonsaturating", "wasserstein", "hinge"]
 LOSSES = ("minimax", "nonsaturating", "wasserstein", "hinge")
 
 
-def gan_condition(model: nn.Module, batch) -> Tensor | None:
-    """The class labels of the batch for a class-conditional GAN (``model.conditional``), else None."""
-    return batch.y if getattr(model, "conditional", False) else None
+def gan_condition(model: nn.Module, batch) -> Any:
+    """What a conditional GAN (``model.conditional``) is conditioned on: the batch's ``condition()`` where its type
+    defines one (a pose, a template), else its class labels ``y``; None for an unconditional GAN."""
+    if not getattr(model, "conditional", False):
+        return None
+    return batch.condition() if hasattr(batch, "condition") else batch.y
 
 
 def gradient_penalty(critic, real: Tensor, fake: Tensor, cond: Any = None) -> Tensor:
