@@ -161,7 +161,9 @@ class Generator(nn.Module):
     """(z (B, Z), y (B,) classes) → images (B, C, S, S) in [0, 1]; BigGAN's generator (Figure 15a) at a small width.
 
     Channels halve at each of the n up-blocks, from ``2·width`` at 4×4 (not below 8): ``2·width``, ``width``,
-    ``width/2``, ``width/4`` at 4, 8, 16, 32 pixels for 32×32 images (64, 32, 16, 8 at the default width 32).
+    ``width/2``, ``width/4`` at 4, 8, 16, 32 pixels for 32×32 images (64, 32, 16, 8 at the default width 32). The
+    output layer is BigGAN's (BN, ReLU, 3×3 convolution, tanh), with ``(tanh + 1) / 2`` giving grey levels in [0, 1]:
+    twice the slope of a sigmoid, which the spectrally normalised last layer needs to reach a black background.
 
     Args:
         z_dim: latent size, a multiple of ``n + 1`` (4 chunks for 32×32 images).
@@ -201,7 +203,7 @@ class Generator(nn.Module):
             h = block(h, torch.cat([z_i, e], 1))  # (B, C_i, 8·2^i, 8·2^i)
             if i == self.attention_after:
                 h = self.attention(h)
-        return (torch.tanh(self.out(F.relu(self.bn(h)))) + 1) / 2  # (B, C, S, S)
+        return (torch.tanh(self.out(F.relu(self.bn(h)))) + 1) / 2  # (B, C, S, S): BigGAN's tanh, mapped to [0, 1]
 
 
 class DBlock(nn.Module):

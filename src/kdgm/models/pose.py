@@ -31,21 +31,20 @@ What is here:
 
 The objectives live beside the networks so that the experiment has one module to import; they are objectives
 ``(model, batch) -> LossOutput`` like those of :mod:`kdgm.objectives`. A batch provides ``data()`` (the (B, 3, S, S)
-target image) and ``condition()`` (a :class:`PoseCondition`, or any condition type with its three tensor fields,
-:func:`is_pose_condition`; :class:`PartAgreement` also reads ``target_parts`` from it).
+target image) and ``condition()`` (a :class:`kdgm.data.figures.PoseCondition`; :class:`PartAgreement` also reads
+``target_parts`` from it).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdgm.data.batch import Batch
+from kdgm.data.figures import PoseCondition
 from kdgm.knowledge.constraint import Constraint
 from kdgm.objectives.adversarial import LOSSES, GANLoss, GeneratorLoss
 from kdgm.objectives.base import LossOutput, batch_condition, batch_data
@@ -59,66 +58,11 @@ Upsample = Literal["transpose", "resize"]
 # ----------------------------------------------------------------------------------------------------------------
 # the condition
 
-POSE_FIELDS = ("source", "source_heatmaps", "target_heatmaps")
 
 
 def is_pose_condition(cond: Any) -> bool:
-    """Whether ``cond`` has the tensor fields the networks read (``source``, ``source_heatmaps``,
-    ``target_heatmaps``): a :class:`PoseCondition`, or the data module's own condition type with extra fields."""
-    return all(isinstance(getattr(cond, name, None), Tensor) for name in POSE_FIELDS)
-
-
-def generator_inputs(cond: Any) -> Tensor:
-    """(B, 3 + 2J, S, S) source image, source pose and target pose stacked as channels (the U-Net's input)."""
-    return torch.cat([cond.source, cond.source_heatmaps, cond.target_heatmaps], 1)
-
-
-@dataclass(frozen=True)
-class PoseCondition(Batch):
-    """What a pose-transfer generator reads, and what the part constraint checks against.
-
-    A frozen dataclass of tensors whose first dimension is B: :func:`kdgm.knowledge.sampled.tile` repeats every field
-    S-major (row ``s·B + b`` is row b; a None field stays None) and ``rows_of`` counts ``len(source)``; ``to``,
-    ``len`` and ``head`` come from :class:`kdgm.data.batch.Batch`.
-
-    Attributes:
-        source: (B, 3, S, S) the person in the source pose, in [0, 1].
-        source_heatmaps: (B, J, S, S) the source pose, one heatmap per joint (J = 14).
-        target_heatmaps: (B, J, S, S) the target pose.
-        target_parts: (B, S, S) long part labels of the true target image (0 = background), what
-            :class:`PartAgreement` scores a sample against; None where no constraint reads it (e.g. at test time).
-    """
-
-    source: Tensor
-    source_heatmaps: Tensor
-    target_heatmaps: Tensor
-    target_parts: Tensor | None = None
-
-    def __post_init__(self) -> None:
-        b, _, h, w = self.source.shape
-        for name in ("source_heatmaps", "target_heatmaps"):
-            value = getattr(self, name)
-            if value.dim() != 4 or value.shape[0] != b or value.shape[2:] != (h, w):
-                raise ValueError(f"PoseCondition.{name} must be ({b}, J, {h}, {w}) like the source image, "
-                                 f"got {tuple(value.shape)}")
-        if self.target_parts is not None and self.target_parts.shape != (b, h, w):
-            raise ValueError(f"PoseCondition.target_parts must be ({b}, {h}, {w}), got {tuple(self.target_parts.shape)}")
-
-    @property
-    def size(self) -> int:
-        """S, the side of the images."""
-        return self.source.shape[-1]
-
-    def __getitem__(self, index: int | slice | Tensor | list[int]) -> PoseCondition:
-        """The rows ``index`` (an int keeps its row as a batch of one)."""
-        if isinstance(index, int):
-            index = [index]
-        return PoseCondition(self.source[index], self.source_heatmaps[index], self.target_heatmaps[index],
-                             None if self.target_parts is None else self.target_parts[index])
-
-    def generator_inputs(self) -> Tensor:
-        """(B, 3 + 2J, S, S) source image, source pose and target pose stacked as channels (the U-Net's input)."""
-        return generator_inputs(self)
+    """Whether ``cond`` is a :class:`kdgm.data.figures.PoseCondition` (what the networks read)."""
+    return isinstance(cond, PoseCondition)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -327,7 +271,7 @@ class PartParser(UNet):
 class PoseGAN(nn.Module):
     """A U-Net generator and a PatchGAN discriminator with the interface of :class:`kdgm.models.gan.GAN`.
 
-    The condition is a :class:`PoseCondition` or any object with its three tensor fields (:func:`is_pose_condition`).
+    The condition is a :class:`kdgm.data.figures.PoseCondition`.
 
     ``sample(n, cond)`` is ``G([source, source pose, target pose])``: deterministic given the condition unless the
     generator has dropout (pix2pix's only noise), differentiable in the generator's weights. There is no z.
@@ -361,7 +305,7 @@ class PoseGAN(nn.Module):
         self._check(cond, n)
         if z is not None:
             raise ValueError("a PoseGAN has no latent z; its only noise is the generator's dropout")
-        inputs = generator_inputs(cond)  # (n, 3 + 2J, S, S)
+        inputs = cond.stacked()  # (n, 3 + 2J, S, S)
         if generator is None or not getattr(self.generator, "dropout", 0):
             return self.generator(inputs)
         devices = [inputs.device] if inputs.device.type == "cuda" else []

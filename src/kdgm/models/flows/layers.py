@@ -90,12 +90,96 @@ class Compose(Bijection):
 # -- affine couplings -------------------------------------------------------------------------------------------
 
 
+def _threshold_backward_(grad: Tensor, out: Tensor) -> Tensor:
+    """``grad ⊙ [out > 0]``, the gradient through a ReLU whose output is ``out``; in place where possible."""
+    try:
+        return torch.ops.aten.threshold_backward.grad_input(grad, out, 0, grad_input=grad)
+    except RuntimeError:  # out= is refused under vmap (batched gradients, e.g. a vectorised Jacobian)
+        return torch.ops.aten.threshold_backward(grad, out, 0)
+
+
+class _CouplingNetGemm(torch.autograd.Function):
+    """:class:`CouplingNet`'s three convolutions and two ReLUs as matrix products on (B·H·W, C) matrices, with a
+    hand-written backward (CPU only; see :meth:`CouplingNet.forward`).
+
+    With ``M = B·H·W`` and ``unfold``/``fold`` the 3×3 im2col and its adjoint (padding 1)::
+
+        A   = unfold(x)                                  (M, 9·C_in)
+        h_1 = ReLU(A W_1ᵀ + b_1)                         (M, hidden)        conv 3×3
+        h_2 = ReLU(h_1 W_2ᵀ + b_2)                       (M, hidden)        conv 1×1
+        y   = fold(h_2 W_3') + b_3                       (B, C_out, H, W)   conv 3×3
+
+    where ``W_3'`` (hidden, 9·C_out) is ``W_3`` with its taps flipped: ``fold`` adds each pixel's 9 tap outputs
+    to the neighbours they belong to, which is the convolution (a 128 → 4 channel 3×3 convolution becomes one
+    128 → 36 matrix product on the wide side and a cheap scatter-add on the narrow side). The same function as the
+    convolutions, to rounding. The backward masks the ReLU gradients in place and needs no other large buffers;
+    it is not itself differentiable (a second derivative raises).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor) -> Tensor:
+        b, c_in, h, w = x.shape
+        m, hw, hidden, c_out = b * h * w, h * w, w1.shape[0], w3.shape[0]
+        cols = F.unfold(x, 3, padding=1).transpose(1, 2).reshape(m, 9 * c_in)  # (M, 9·C_in)
+        w1m = w1.reshape(hidden, 9 * c_in)
+        w2m = w2.reshape(hidden, hidden)
+        w3m = w3.flip(2, 3).reshape(c_out, hidden, 9).transpose(0, 1).reshape(hidden, 9 * c_out)
+        h1 = torch.addmm(b1, cols, w1m.t()).relu_()  # (M, hidden)
+        h2 = torch.addmm(b2, h1, w2m.t()).relu_()  # (M, hidden)
+        taps = torch.mm(h2, w3m).view(b, hw, 9 * c_out).transpose(1, 2)  # (B, 9·C_out, H·W)
+        y = F.fold(taps, (h, w), 3, padding=1)  # (B, C_out, H, W)
+        y += b3[:, None, None]
+        ctx.save_for_backward(cols, h1, h2, w1m, w2m, w3m)
+        ctx.dims = (b, c_in, h, w, hidden, c_out)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        cols, h1, h2, w1m, w2m, w3m = ctx.saved_tensors
+        b, c_in, h, w, hidden, c_out = ctx.dims
+        m, hw = b * h * w, h * w
+        need_x, need_w1, need_b1, need_w2, need_b2, need_w3, need_b3 = ctx.needs_input_grad
+        g_x = g_w1 = g_b1 = g_w2 = g_b2 = g_w3 = g_b3 = None
+        if need_b3:
+            g_b3 = grad.sum((0, 2, 3))
+        g_taps = F.unfold(grad, 3, padding=1).transpose(1, 2).reshape(m, 9 * c_out)  # (M, 9·C_out)
+        if need_w3:
+            g_w3 = torch.mm(h2.t(), g_taps).view(hidden, c_out, 3, 3).transpose(0, 1).flip(2, 3)
+        if not (need_x or need_w1 or need_b1 or need_w2 or need_b2):
+            return g_x, g_w1, g_b1, g_w2, g_b2, g_w3, g_b3
+        g2 = _threshold_backward_(torch.mm(g_taps, w3m.t()), h2)  # (M, hidden) at conv 1×1's output
+        if need_w2:
+            g_w2 = torch.mm(g2.t(), h1).view(hidden, hidden, 1, 1)
+        if need_b2:
+            g_b2 = g2.sum(0)
+        if not (need_x or need_w1 or need_b1):
+            return g_x, g_w1, g_b1, g_w2, g_b2, g_w3, g_b3
+        g1 = _threshold_backward_(torch.mm(g2, w2m), h1)  # (M, hidden) at the first conv's output
+        del g2
+        if need_w1:
+            g_w1 = torch.mm(g1.t(), cols).view(hidden, c_in, 3, 3)
+        if need_b1:
+            g_b1 = g1.sum(0)
+        if need_x:
+            g_cols = torch.mm(g1, w1m).view(b, hw, 9 * c_in).transpose(1, 2)  # (B, 9·C_in, H·W)
+            g_x = F.fold(g_cols, (h, w), 3, padding=1)
+        return g_x, g_w1, g_b1, g_w2, g_b2, g_w3, g_b3
+
+
 class CouplingNet(nn.Module):
     """NN(·) of a coupling: conv 3×3 → ReLU → conv 1×1 → ReLU → zero-initialised conv 3×3 (Glow's shallow ResNet-free
     network, Kingma & Dhariwal 2018 section 3.3, without its actnorms).
 
     Output: (B, 2·c_out, H, W), the raw log-scale and the shift stacked on channels.
+
+    On the CPU the network runs as matrix products with a fused backward (:class:`_CouplingNetGemm`), about 1.5×
+    faster than the convolutions in training; it supports first derivatives only. Set ``fused_cpu = False`` (on an
+    instance or the class) to run the plain convolutions, e.g. for a second derivative (a gradient penalty).
+    Elsewhere (CUDA, autocast, tracing) the plain convolutions run.
     """
+
+    fused_cpu: bool = True
 
     def __init__(self, c_in: int, c_out: int, hidden: int, zero_init: bool = True) -> None:
         super().__init__()
@@ -105,7 +189,15 @@ class CouplingNet(nn.Module):
             zero_conv(hidden, 2 * c_out, 3, zero_init),  # (B, 2·c_out, H, W)
         )
 
+    def _use_fused(self, x: Tensor) -> bool:
+        return (self.fused_cpu and x.device.type == "cpu" and x.dim() == 4 and not torch.is_autocast_enabled("cpu")
+                and not torch.jit.is_tracing() and not torch.jit.is_scripting())
+
     def forward(self, x: Tensor) -> Tensor:
+        if self._use_fused(x):
+            conv1, _, conv2, _, conv3 = self.net
+            return _CouplingNetGemm.apply(x, conv1.weight, conv1.bias, conv2.weight, conv2.bias, conv3.weight,
+                                          conv3.bias)
         return self.net(x)
 
 
@@ -275,6 +367,13 @@ class ActNorm(Bijection):
         return y * (-self.log_scale).exp() - self.bias
 
 
+def conv1x1(x: Tensor, weight: Tensor) -> Tensor:
+    """``y_{:,i,j} = weight x_{:,i,j}`` for x (B, C, H, W) and weight (C', C): the 1×1 convolution as one batched
+    matrix product, (C', C) @ (B, C, H·W) (a few times cheaper than ``F.conv2d`` with so few channels on a CPU)."""
+    b, c, h, w = x.shape
+    return torch.matmul(weight, x.reshape(b, c, h * w)).view(b, weight.shape[0], h, w)  # (B, C', H, W)
+
+
 class InvConv1x1(Bijection):
     """Invertible 1×1 convolution (Glow section 3.2): ``y_{:,i,j} = W x_{:,i,j}`` with a learned (C, C) ``W``,
     ``log |det| = H·W·log |det W|``. ``W`` starts as a random rotation (``log |det W| = 0``), or as ``weight``."""
@@ -285,12 +384,12 @@ class InvConv1x1(Bijection):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h, w = x.shape[-2:]
-        y = F.conv2d(x, self.weight[:, :, None, None])  # (B, C, H, W)
+        y = conv1x1(x, self.weight)  # (B, C, H, W)
         logdet = h * w * torch.linalg.slogdet(self.weight).logabsdet  # ()
         return y, logdet.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
-        return F.conv2d(y, torch.linalg.inv(self.weight)[:, :, None, None])
+        return conv1x1(y, torch.linalg.inv(self.weight))
 
 
 class InvConv1x1LU(Bijection):
@@ -326,12 +425,12 @@ class InvConv1x1LU(Bijection):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h, w = x.shape[-2:]
-        y = F.conv2d(x, self.weight()[:, :, None, None])  # (B, C, H, W)
+        y = conv1x1(x, self.weight())  # (B, C, H, W)
         logdet = h * w * self.log_s.sum()  # ()
         return y, logdet.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
-        return F.conv2d(y, torch.linalg.inv(self.weight())[:, :, None, None])
+        return conv1x1(y, torch.linalg.inv(self.weight()))
 
 
 # -- reshaping and multi-scale ----------------------------------------------------------------------------------
