@@ -18,6 +18,7 @@ from torch import nn
 from kdgm.data.batch import Batch, ImageBatch, SceneBatch, TextBatch
 from kdgm.data.templates import BLANK_ID, EOS_ID, InfillBatch
 from kdgm.models.air import AIR
+from kdgm.models.biggan import biggan
 from kdgm.models.gan import dcgan
 from kdgm.models.flows import Glow, RealNVP, dequantize
 from kdgm.models.infill import TemplateInfiller
@@ -149,6 +150,9 @@ MODELS.register("dcgan-32-wgan-gp", ModelSpec(lambda: dcgan(z_dim=8, image_size=
 MODELS.register("dcgan-32-conditional", ModelSpec(lambda: dcgan(z_dim=8, image_size=32, width=8, num_classes=10),
                                                   _labelled_images, _both_players, kind="adversarial",
                                                   generative="implicit"))
+# attention_gamma > 0: with γ = 0 the attention's convolutions get exactly no gradient at the first step
+MODELS.register("biggan-32", ModelSpec(lambda: biggan(z_dim=16, width=8, attention_gamma=0.1), _labelled_images,
+                                       lambda: _both_players("hinge"), kind="adversarial", generative="implicit"))
 MODELS.register("progan-32", ModelSpec(lambda: progan(z_dim=8, width=16), lambda: _binary_images(shape=(1, 32, 32)),
                                        _every_stage, kind="adversarial", generative="implicit"))
 # a sigmoid belief net trains by two phases on two parameter groups; summed, every parameter gets a gradient

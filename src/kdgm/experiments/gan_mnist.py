@@ -11,6 +11,8 @@ Rows, on MNIST padded to 32×32 (grey levels in [0, 1]):
 - WGAN-GP: the same critic with the gradient penalty instead of clipping, Adam (β₁ = 0.5, β₂ = 0.9).
 - Progressive GAN (:mod:`kdgm.models.progan`): grows 4×4 → 32×32 with fade-in over the run, WGAN-GP, Adam
   (β₁ = 0, β₂ = 0.99) as Karras et al. (2018).
+- BigGAN (:mod:`kdgm.models.biggan`), small: hinge loss, 2 critic steps per generator step, orthogonal
+  regularisation, a moving average of the generator's weights (the samples evaluated), Adam (β₁ = 0).
 - Conditional DCGAN and its knowledge rows: the constraint "a classifier recognises the requested class",
   ``f(x, y) = log p_clf(y | x)``, added to the generator through the implicit M-step of posterior regularization
   (:class:`kdgm.knowledge.ImplicitMStep`, Hu et al. 2018) — *fixed* (a classifier trained beforehand, frozen) or
@@ -39,6 +41,7 @@ from kdgm.knowledge.confidence import TeacherLikelihood
 from kdgm.knowledge.constraint import Constraint
 from kdgm.knowledge.regularized import ImplicitMStep, PosteriorRegularization
 from kdgm.metrics.image_quality import DigitClassifier, cached_classifier, frechet_distance, sample_quality
+from kdgm.models.biggan import BigGAN, GeneratorEMA, OrthogonalRegularized, biggan
 from kdgm.models.gan import dcgan
 from kdgm.models.progan import Growing, ProGAN, progan
 from kdgm.objectives.adversarial import DiscriminatorLoss, GeneratorLoss, WeightClipping
@@ -81,6 +84,8 @@ class GanMnistConfig(TrainConfig):
             (0: none). gradient_penalty: λ of WGAN-GP (0: none). optimizer: ``adam`` (β₁ = beta1, β₂ = beta2) or
             ``rmsprop`` (the WGAN paper's).
         z_dim, width: the networks' latent size and base width.
+        ortho_beta, ema_decay: BigGAN's orthogonal regularisation β and the decay of its generator's moving average
+            (which starts averaging after the first third of the run).
         constraint: ``none`` / ``fixed`` / ``learned`` class constraint (conditional DCGAN). alpha: its weight α in
             the generator's M-step. pr_samples: samples per label for the φ-step's normaliser. phi_lr, f_penalty:
             the φ-step's learning rate and E[f²] penalty.
@@ -101,6 +106,8 @@ class GanMnistConfig(TrainConfig):
     beta2: float = 0.999
     z_dim: int = 64
     width: int = 32
+    ortho_beta: float = 1e-4
+    ema_decay: float = 0.999
     constraint: Literal["none", "fixed", "learned"] = "none"
     alpha: float = 0.5
     pr_samples: int = 1
@@ -116,12 +123,13 @@ class GanMnistConfig(TrainConfig):
 
     positive = TrainConfig.positive + ("n_critic", "z_dim", "width", "alpha", "pr_samples", "phi_lr",
                                        "classifier_steps", "eval_samples", "progress_samples")
-    non_negative = TrainConfig.non_negative + ("train_examples", "clip", "gradient_penalty", "f_penalty", "beta1", "beta2")
+    non_negative = TrainConfig.non_negative + ("ortho_beta", "ema_decay", "train_examples", "clip", "gradient_penalty", "f_penalty", "beta1", "beta2")
 
     def validate(self) -> None:
         super().validate()
-        if self.beta1 >= 1 or self.beta2 >= 1:
-            raise UserError(f"beta1 and beta2 must be below 1, got {self.beta1}, {self.beta2}")
+        if self.beta1 >= 1 or self.beta2 >= 1 or self.ema_decay > 1:
+            raise UserError(f"beta1 and beta2 must be below 1 and ema_decay at most 1, got {self.beta1}, {self.beta2}, "
+                            f"{self.ema_decay}")
         if max(self.eval_samples, self.progress_samples) > 10000:
             raise UserError("eval_samples and progress_samples must be at most 10000 (the MNIST test set)")
         if self.constraint != "none" and not self.conditional:
@@ -179,6 +187,8 @@ class GanMnist(Experiment):
                         "beta2": 0.9, "lr": 1e-4}),
         Row("Progressive GAN", {"model": "progan", "loss": "wasserstein", "gradient_penalty": 10.0, "lr": 1e-3,
                                 "beta1": 0.0, "beta2": 0.99}),
+        Row("BigGAN (class-conditional)", {"model": "biggan", "loss": "hinge", "n_critic": 2, "beta1": 0.0,
+                                           "beta2": 0.999}),
         Row(CONDITIONAL_BASE, {"conditional": True}),
         Row(KNOWLEDGE["fixed"], {"conditional": True, "constraint": "fixed"}),
         Row(KNOWLEDGE["learned"], {"conditional": True, "constraint": "learned"}),
@@ -218,6 +228,8 @@ class GanMnist(Experiment):
         return _Digits(LabelledImages(grey_images(images[:m], 32), labels[:m]), test, constraint_classifier=constraint)
 
     def build_model(self, config: GanMnistConfig, data: _Digits) -> nn.Module:
+        if config.model == "biggan":
+            return biggan(config.z_dim, CLASSES, config.width)
         if config.model == "progan":
             model = progan(config.z_dim, config.width)
             model.set_progress(0.0)  # grows from 4×4 as training progresses
@@ -232,15 +244,20 @@ class GanMnist(Experiment):
             critic_opt.register_step_post_hook(WeightClipping(model.discriminator, config.clip))
         if config.model == "progan":  # the growth schedule follows the loop's progress, in both phases
             critic, generator = Growing(critic), Growing(generator)
+        if config.model == "biggan":
+            generator = OrthogonalRegularized(generator, config.ortho_beta)
         phases = [Phase("critic", critic, critic_opt, repeats=config.n_critic)]
+        generator_opt = self._optimizer(model.generator.parameters(), config)
+        if isinstance(model, BigGAN):
+            generator_opt.register_step_post_hook(GeneratorEMA(model, config.ema_decay, start=config.steps // 3))
         if config.constraint == "none":
-            return phases + [Phase("generator", generator, self._optimizer(model.generator.parameters(), config))]
+            return phases + [Phase("generator", generator, generator_opt)]
         constraint = ClassRecognised(copy.deepcopy(data.constraint_classifier).train())  # a copy per run: φ changes it
         if config.constraint == "fixed":
             constraint.freeze()
         pr = PosteriorRegularization(constraint, config.alpha, config.pr_samples, condition=lambda batch: batch.y)
-        phases.append(Phase("generator", ImplicitMStep(pr, base=generator),
-                            self._optimizer(model.generator.parameters(), config), modules={"constraint": constraint}))
+        phases.append(Phase("generator", ImplicitMStep(pr, base=generator), generator_opt,
+                            modules={"constraint": constraint}))
         if config.constraint == "learned":
             phases.append(Phase("phi", TeacherLikelihood(pr, config.f_penalty),
                                 torch.optim.Adam(constraint.parameters(), lr=config.phi_lr, betas=(0.5, 0.999))))
