@@ -307,6 +307,13 @@ class GanMnist(Experiment):
             with torch.no_grad():
                 grid = torch.cat([model.sample_at(10, stage, z=z, full_size=True).cpu() for stage in range(model.stages)])
             paths.append(save_image_grid(grid, folder / "resolutions.png", nrow=10))
+        if isinstance(model, BigGAN):  # the truncation trick: rows of one class per column, t = 0.5, 1, 2
+            labels = torch.arange(30) % CLASSES
+            with torch.no_grad():
+                grid = torch.cat([model.sample(30, labels.to(next(model.parameters()).device), truncation=t,
+                                               generator=torch.Generator().manual_seed(0)).cpu()
+                                  for t in (0.5, 1.0, 2.0)])
+            paths.append(save_image_grid(grid, folder / "truncations.png", nrow=10))
         return paths
 
     def samples(self, model: nn.Module, n: int, generator: torch.Generator, data: Any = None) -> Tensor:
