@@ -9,7 +9,8 @@ preprocessing with α = 0.05) is built in kdgm (``kdgm.models.flows.Glow(levels=
 for both) in its own fresh process for the same wall time. Each process then reports:
 
 * median seconds per step (forward + backward + Adam, batch preparation included), the first ``WARMUP_STEPS``
-  steps excluded, and the number of steps done;
+  steps excluded, and the number of steps done; also the median CPU seconds per step of the process (all its
+  threads), which is steadier than wall time on a machine shared with other jobs;
 * peak RSS of the process at the end of training (``resource.getrusage``, which includes the interpreter, torch and
   the MNIST arrays; the RSS before the first step is printed next to it);
 * test bits/dim of the first ``--eval-examples`` test images, dequantised with a fixed seed, in eval mode.
@@ -24,7 +25,8 @@ direction data → latent is its ``inverse``, which runs each level's list of fl
 * preprocessing: identical, ``nf.transforms.Logit(0.05)`` = kdgm's ``LogitTransform(0.05)``
   (y = logit(α + (1 − 2α)x), log-det included), on the same dequantised x = (k + u)/256;
 * per step, data → latent: actnorm → invertible 1×1 conv (P L U, ``use_lu=True``) → affine coupling, in both;
-  actnorm is data-initialised on the first batch in both;
+  actnorm is data-initialised on the first batch in both (normflows with the unbiased std, kdgm with the biased one:
+  a relative difference of 1/(2·B·H·W) in the initial scale, nothing after);
 * coupling: both condition on the first half of the channels with the same network (conv 3×3 → ReLU → conv 1×1 →
   ReLU → zero conv 3×3, biases on; normflows' ``ConvNet2d`` with ``leaky=0``), scale s = σ(raw + 2). They differ in
   where the shift sits: kdgm y_b = x_b·s + t, normflows y_b = (x_b − t)·s (the same family of maps, a different
@@ -38,7 +40,15 @@ direction data → latent is its ``inverse``, which runs each level's list of fl
   latent is N(0, I) in both. ``--normflows-prior readme`` instead uses normflows' README recipe (no conditional
   prior; an unconditional ``nf.distributions.GlowBase`` per level, learned per-channel mean and scale), which is a
   slightly cheaper and weaker model than kdgm's;
-* initialisation draws differ (random rotations, conv weights) since the two libraries consume the RNG differently.
+* initialisation draws differ (random rotations, conv weights) since the two libraries consume the RNG differently;
+* kdgm's logit clamps p = α + (1 − 2α)x to [ε, 1 − ε] (float eps), which never binds on dequantised data.
+
+With kdgm's weights copied into the normflows model (1×1 convolutions, coupling networks with their zero last layer,
+split priors, actnorms), the two give the same log-density to ~1e-12 nats in float64: the same function, so
+bits/dim at equal wall time compares speed of learning, not model class. Both have 433,868 parameters.
+
+Threads: on a machine whose cores are shared with other jobs, two or more torch threads per process can run many
+times slower than one (OpenMP threads waiting on each other); pass ``--threads 1`` there and compare ratios.
 
     python bench/glow_vs_normflows.py [--seconds 600] [--batch-size 64] [--device cpu] [--eval-examples 2000]
                                       [--repeats 1] [--steps 0] [--threads 0] [--normflows-prior split|readme]
@@ -141,10 +151,10 @@ def _child(variant: str, args) -> dict:
     base_mb = _rss_mb()
 
     model.train()
-    times, losses, step, diverged = [], [], 0, None
+    times, cpu_times, losses, step, diverged = [], [], [], 0, None
     start = time.perf_counter()
     while (args.steps and step < args.steps) or (not args.steps and time.perf_counter() - start < args.seconds):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         i = step % per_epoch
         if i == 0 and step:
             order = torch.randperm(len(train), generator=order_gen)
@@ -155,6 +165,7 @@ def _child(variant: str, args) -> dict:
         optimizer.step()
         sync()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
         step += 1
         value = loss.item()
         losses.append(value)
@@ -173,10 +184,12 @@ def _child(variant: str, args) -> dict:
             x = dequantize(test[k: k + 500], generator=eval_gen).to(device)
             total += bits_per_dim(log_prob(x), math.prod(IMAGE_SHAPE)).sum().item()
     timed = times[WARMUP_STEPS:] or times
+    cpu_timed = cpu_times[WARMUP_STEPS:] or cpu_times
     tail = losses[-50:]
     return {
         "variant": variant, "threads": torch.get_num_threads(), "steps": step, "train_s": train_s,
-        "s_per_step": statistics.median(timed), "peak_mb": peak_mb, "base_mb": base_mb,
+        "s_per_step": statistics.median(timed), "cpu_s_per_step": statistics.median(cpu_timed),
+        "peak_mb": peak_mb, "base_mb": base_mb,
         "test_bpd": total / len(test), "train_bpd_last50": float(bits_per_dim(
             -torch.tensor(sum(tail) / len(tail)), math.prod(IMAGE_SHAPE))), "diverged_at": diverged,
         "params": sum(p.numel() for p in model.parameters()),
@@ -185,8 +198,8 @@ def _child(variant: str, args) -> dict:
 
 def _line(r: dict) -> str:
     note = f"  diverged at step {r['diverged_at']}" if r["diverged_at"] else ""
-    return (f"{r['variant']:<10}{r['s_per_step']:>9.3f}{r['steps']:>7d}{r['train_s']:>8.0f}{r['peak_mb']:>9.0f}"
-            f"{r['base_mb']:>8.0f}{r['train_bpd_last50']:>11.3f}{r['test_bpd']:>10.3f}{r['params']:>10d}{note}")
+    return (f"{r['variant']:<10}{r['s_per_step']:>9.3f}{r['cpu_s_per_step']:>9.3f}{r['steps']:>7d}{r['train_s']:>8.0f}"
+            f"{r['peak_mb']:>9.0f}{r['base_mb']:>8.0f}{r['train_bpd_last50']:>11.3f}{r['test_bpd']:>10.3f}{r['params']:>10d}{note}")
 
 
 def main() -> None:
@@ -212,7 +225,7 @@ def main() -> None:
     budget = f"{args.steps} steps" if args.steps else f"{args.seconds:g} s"
     print(f"Glow L={LEVELS} K={STEPS} hidden={HIDDEN}, batch {args.batch_size}, Adam {LR:g}, MNIST, {budget} of "
           f"training per variant on {args.device}; normflows prior: {args.normflows_prior}", flush=True)
-    header = (f"{'variant':<10}{'s/step':>9}{'steps':>7}{'train s':>8}{'peak MB':>9}{'base MB':>8}"
+    header = (f"{'variant':<10}{'s/step':>9}{'cpu s':>9}{'steps':>7}{'train s':>8}{'peak MB':>9}{'base MB':>8}"
               f"{'train bpd':>11}{'test bpd':>10}{'params':>10}")
     runs: list[dict[str, dict]] = []
     for rep in range(args.repeats):
@@ -220,7 +233,7 @@ def main() -> None:
         pair = {}
         for variant in order:
             out = subprocess.run([sys.executable, __file__, f"--child={variant}", *forwarded],
-                                 capture_output=True, text=True)
+                                 capture_output=True, text=True, check=False)
             if out.returncode:
                 sys.exit(f"{variant} failed:\n{out.stderr}")
             pair[variant] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -232,11 +245,12 @@ def main() -> None:
     if set(variants) != set(VARIANTS):
         return
     step_ratio = [p["kdgm"]["s_per_step"] / p["normflows"]["s_per_step"] for p in runs]
+    cpu_ratio = [p["kdgm"]["cpu_s_per_step"] / p["normflows"]["cpu_s_per_step"] for p in runs]
     mem_ratio = [p["kdgm"]["peak_mb"] / p["normflows"]["peak_mb"] for p in runs]
     bpd_diff = [p["kdgm"]["test_bpd"] - p["normflows"]["test_bpd"] for p in runs]
     agg = "median over pairs" if len(runs) > 1 else "one pair"
     print(f"kdgm / normflows ({agg}): seconds per step {statistics.median(step_ratio):.3f} (target <= 0.65), "
-          f"peak RSS {statistics.median(mem_ratio):.3f}")
+          f"(CPU seconds per step {statistics.median(cpu_ratio):.3f}), peak RSS {statistics.median(mem_ratio):.3f}")
     print(f"test bits/dim, kdgm - normflows at equal {'steps' if args.steps else 'wall time'}: "
           f"{statistics.median(bpd_diff):+.3f} (target < 0)")
     if len(runs) > 1:

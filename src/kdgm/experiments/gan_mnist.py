@@ -47,6 +47,7 @@ from kdgm.models.progan import Growing, ProGAN, progan
 from kdgm.objectives.adversarial import DiscriminatorLoss, GeneratorLoss, WeightClipping
 from kdgm.report.figures import save_image_grid
 from kdgm.report.paired import paired_differences
+from kdgm.report.timing import seconds_per_step
 from kdgm.train.updater import Phase
 
 CLASSES = 10
@@ -328,16 +329,5 @@ class GanMnist(Experiment):
                                                                             ("WGAN-GP", "GAN (minimax)")]
         lines = paired_differences(metrics, pairs, ("fid", "consistency", "coverage"))
         if run is not None:
-            lines += _step_times(self, run)
+            lines += seconds_per_step(self, run)
         return lines
-
-
-def _step_times(experiment: Experiment, run) -> list[str]:
-    """Seconds per generator step of each row, mean over its seeds (training only, evaluations included)."""
-    lines = ["", "## Seconds per step (training wall time / steps, mean over seeds)", ""]
-    for row in experiment.rows:
-        times = [r["train_seconds"] / max(1, r["steps"] - r["resumed_from"])
-                 for seed in run.seeds if (r := run.read_result(row, seed))]
-        if times:
-            lines.append(f"- {row.name}: {sum(times) / len(times):.3f} s")
-    return lines

@@ -90,6 +90,30 @@ class Compose(Bijection):
 # -- affine couplings -------------------------------------------------------------------------------------------
 
 
+def _functorch_transforms_active() -> bool:
+    """Whether a ``torch.func`` transform (vmap, grad, jacrev, …) is running: the fused path has no rules for them."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(active()) if active is not None else False
+
+
+try:  # oneDNN's matrix product with the bias and ReLU fused into it (torch's CPU builds; what inductor calls)
+    _LINEAR_POINTWISE = torch.ops.mkldnn._linear_pointwise
+except (AttributeError, RuntimeError):  # pragma: no cover - a torch without oneDNN
+    _LINEAR_POINTWISE = None
+
+
+def _linear_relu(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``ReLU(x weightᵀ + bias)`` for x (M, K), weight (N, K): one oneDNN kernel for float32 on a torch that has it
+    (no separate passes for the bias and the ReLU), else ``addmm`` and an in-place ReLU."""
+    if _LINEAR_POINTWISE is not None and x.dtype == torch.float32 and torch.backends.mkldnn.enabled:
+        try:
+            return _LINEAR_POINTWISE(x, weight, bias, "relu", [], "")
+        except RuntimeError:  # pragma: no cover - an unsupported layout or build: the plain kernels
+            pass
+    y = torch.mm(x, weight.t()) if bias is None else torch.addmm(bias, x, weight.t())
+    return y.relu_()
+
+
 def _threshold_backward_(grad: Tensor, out: Tensor) -> Tensor:
     """``grad ⊙ [out > 0]``, the gradient through a ReLU whose output is ``out``; in place where possible."""
     try:
@@ -98,73 +122,83 @@ def _threshold_backward_(grad: Tensor, out: Tensor) -> Tensor:
         return torch.ops.aten.threshold_backward(grad, out, 0)
 
 
+def _patches(x: Tensor) -> Tensor:
+    """(B, C, H, W) → (B, H, W, C, 3, 3) view of the zero-padded 3×3 neighbourhoods: ``[b, y, x, c, i, j]`` is
+    ``x[b, c, y + i − 1, x + j − 1]`` (0 outside); its (B·H·W, 9·C) reshape is ``F.unfold(x, 3, padding=1)``
+    transposed, in the column order ``c·9 + 3i + j`` of a (C_out, C, 3, 3) weight."""
+    return F.pad(x, (1, 1, 1, 1)).unfold(2, 3, 1).unfold(3, 3, 1).permute(0, 2, 3, 1, 4, 5)
+
+
+def _fold(cols: Tensor, b: int, c: int, h: int, w: int) -> Tensor:
+    """(B·H·W, 9·C) → (B, C, H, W), the adjoint of :func:`_patches` (``F.fold`` with padding 1): each row's 9 taps
+    are added to the neighbours they belong to. Returns a channels-last strided tensor."""
+    taps = cols.view(b, h, w, c, 3, 3)
+    try:
+        acc = cols.new_zeros(b, h + 2, w + 2, c)  # (B, H + 2, W + 2, C), NHWC with a border
+        for i in range(3):
+            for j in range(3):
+                acc[:, i : i + h, j : j + w] += taps[..., i, j]
+    except RuntimeError:  # in-place accumulation of a batched tensor under vmap: the functional fold
+        return F.fold(cols.view(b, h * w, 9 * c).transpose(1, 2), (h, w), 3, padding=1)
+    return acc[:, 1 : h + 1, 1 : w + 1].permute(0, 3, 1, 2)
+
+
 class _CouplingNetGemm(torch.autograd.Function):
     """:class:`CouplingNet`'s three convolutions and two ReLUs as matrix products on (B·H·W, C) matrices, with a
     hand-written backward (CPU only; see :meth:`CouplingNet.forward`).
 
-    With ``M = B·H·W`` and ``unfold``/``fold`` the 3×3 im2col and its adjoint (padding 1)::
+    With ``M = B·H·W``, ``A`` the (M, 9·C_in) 3×3 patches of x (:func:`_patches`) and ``fold`` their adjoint
+    (:func:`_fold`)::
 
-        A   = unfold(x)                                  (M, 9·C_in)
-        h_1 = ReLU(A W_1ᵀ + b_1)                         (M, hidden)        conv 3×3
-        h_2 = ReLU(h_1 W_2ᵀ + b_2)                       (M, hidden)        conv 1×1
-        y   = fold(h_2 W_3') + b_3                       (B, C_out, H, W)   conv 3×3
+        h_1 = ReLU([A, 1] [W_1 | b_1]ᵀ)                   (M, hidden)        conv 3×3
+        h_2 = ReLU(h_1 W_2ᵀ + b_2)                        (M, hidden)        conv 1×1
+        y   = fold(h_2 W_3') + b_3                        (B, C_out, H, W)   conv 3×3
 
-    where ``W_3'`` (hidden, 9·C_out) is ``W_3`` with its taps flipped: ``fold`` adds each pixel's 9 tap outputs
-    to the neighbours they belong to, which is the convolution (a 128 → 4 channel 3×3 convolution becomes one
-    128 → 36 matrix product on the wide side and a cheap scatter-add on the narrow side). The same function as the
-    convolutions, to rounding. The backward masks the ReLU gradients in place and needs no other large buffers;
-    it is not itself differentiable (a second derivative raises).
+    The first bias rides in the product (a column of ones on A), so its gradient comes out of the weight
+    gradient's product; in float32 the biases and ReLUs are fused into the products (:func:`_linear_relu`). ``W_3'`` (hidden, 9·C_out) is ``W_3`` with flipped taps: ``fold`` adds each pixel's 9 tap
+    outputs to the neighbours they belong to, which is the convolution (a 128 → 4 channel 3×3 convolution becomes
+    one 128 → 36 product on the wide side and a cheap scatter-add on the narrow side). The same function as the
+    convolutions, to rounding. The backward masks the ReLU gradients in place; it is not itself differentiable (a
+    second derivative raises).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, w3: Tensor, b3: Tensor) -> Tensor:
         b, c_in, h, w = x.shape
-        m, hw, hidden, c_out = b * h * w, h * w, w1.shape[0], w3.shape[0]
-        cols = F.unfold(x, 3, padding=1).transpose(1, 2).reshape(m, 9 * c_in)  # (M, 9·C_in)
-        w1m = w1.reshape(hidden, 9 * c_in)
+        m, k, hidden, c_out = b * h * w, 9 * c_in, w1.shape[0], w3.shape[0]
+        cols = x.new_empty(m, k + 1)  # (M, 9·C_in + 1): the patches and a column of ones
+        cols[:, k] = 1
+        cols[:, :k].view(b, h, w, c_in, 3, 3).copy_(_patches(x))
+        w1e = torch.cat([w1.reshape(hidden, k), b1[:, None]], 1)  # (hidden, 9·C_in + 1): [W_1 | b_1]
         w2m = w2.reshape(hidden, hidden)
         w3m = w3.flip(2, 3).reshape(c_out, hidden, 9).transpose(0, 1).reshape(hidden, 9 * c_out)
-        h1 = torch.addmm(b1, cols, w1m.t()).relu_()  # (M, hidden)
-        h2 = torch.addmm(b2, h1, w2m.t()).relu_()  # (M, hidden)
-        taps = torch.mm(h2, w3m).view(b, hw, 9 * c_out).transpose(1, 2)  # (B, 9·C_out, H·W)
-        y = F.fold(taps, (h, w), 3, padding=1)  # (B, C_out, H, W)
-        y += b3[:, None, None]
-        ctx.save_for_backward(cols, h1, h2, w1m, w2m, w3m)
+        h1 = _linear_relu(cols, w1e)  # (M, hidden)
+        h2 = _linear_relu(h1, w2m, b2)  # (M, hidden)
+        taps = _fold(torch.mm(h2, w3m), b, c_out, h, w)  # (B, C_out, H, W), strided
+        y = torch.add(taps, b3[:, None, None], out=x.new_empty(b, c_out, h, w))  # contiguous
+        ctx.save_for_backward(cols, h1, h2, w1e, w2m, w3m)
         ctx.dims = (b, c_in, h, w, hidden, c_out)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
-        cols, h1, h2, w1m, w2m, w3m = ctx.saved_tensors
+        cols, h1, h2, w1e, w2m, w3m = ctx.saved_tensors
         b, c_in, h, w, hidden, c_out = ctx.dims
-        m, hw = b * h * w, h * w
-        need_x, need_w1, need_b1, need_w2, need_b2, need_w3, need_b3 = ctx.needs_input_grad
-        g_x = g_w1 = g_b1 = g_w2 = g_b2 = g_w3 = g_b3 = None
-        if need_b3:
-            g_b3 = grad.sum((0, 2, 3))
-        g_taps = F.unfold(grad, 3, padding=1).transpose(1, 2).reshape(m, 9 * c_out)  # (M, 9·C_out)
-        if need_w3:
-            g_w3 = torch.mm(h2.t(), g_taps).view(hidden, c_out, 3, 3).transpose(0, 1).flip(2, 3)
-        if not (need_x or need_w1 or need_b1 or need_w2 or need_b2):
-            return g_x, g_w1, g_b1, g_w2, g_b2, g_w3, g_b3
+        m, k = b * h * w, 9 * c_in
+        g_b3 = grad.sum((0, 2, 3))
+        g_taps = _patches(grad).reshape(m, 9 * c_out)  # (M, 9·C_out), the adjoint of the fold
+        g_w3 = torch.mm(h2.t(), g_taps).view(hidden, c_out, 3, 3).transpose(0, 1).flip(2, 3)
         g2 = _threshold_backward_(torch.mm(g_taps, w3m.t()), h2)  # (M, hidden) at conv 1×1's output
-        if need_w2:
-            g_w2 = torch.mm(g2.t(), h1).view(hidden, hidden, 1, 1)
-        if need_b2:
-            g_b2 = g2.sum(0)
-        if not (need_x or need_w1 or need_b1):
-            return g_x, g_w1, g_b1, g_w2, g_b2, g_w3, g_b3
+        g_w2 = torch.mm(g2.t(), h1).view(hidden, hidden, 1, 1)
+        g_b2 = g2.sum(0)
         g1 = _threshold_backward_(torch.mm(g2, w2m), h1)  # (M, hidden) at the first conv's output
         del g2
-        if need_w1:
-            g_w1 = torch.mm(g1.t(), cols).view(hidden, c_in, 3, 3)
-        if need_b1:
-            g_b1 = g1.sum(0)
-        if need_x:
-            g_cols = torch.mm(g1, w1m).view(b, hw, 9 * c_in).transpose(1, 2)  # (B, 9·C_in, H·W)
-            g_x = F.fold(g_cols, (h, w), 3, padding=1)
-        return g_x, g_w1, g_b1, g_w2, g_b2, g_w3, g_b3
+        g_w1e = torch.mm(g1.t(), cols)  # (hidden, 9·C_in + 1): [dW_1 | db_1]
+        g_x = None
+        if ctx.needs_input_grad[0]:
+            g_x = _fold(torch.mm(g1, w1e[:, :k]), b, c_in, h, w)  # (B, C_in, H, W)
+        return (g_x, g_w1e[:, :k].reshape(hidden, c_in, 3, 3), g_w1e[:, k].contiguous(), g_w2, g_b2, g_w3, g_b3)
 
 
 class CouplingNet(nn.Module):
@@ -176,7 +210,7 @@ class CouplingNet(nn.Module):
     On the CPU the network runs as matrix products with a fused backward (:class:`_CouplingNetGemm`), about 1.5×
     faster than the convolutions in training; it supports first derivatives only. Set ``fused_cpu = False`` (on an
     instance or the class) to run the plain convolutions, e.g. for a second derivative (a gradient penalty).
-    Elsewhere (CUDA, autocast, tracing) the plain convolutions run.
+    Elsewhere (CUDA, autocast, tracing, ``torch.func`` transforms) the plain convolutions run.
     """
 
     fused_cpu: bool = True
@@ -191,7 +225,8 @@ class CouplingNet(nn.Module):
 
     def _use_fused(self, x: Tensor) -> bool:
         return (self.fused_cpu and x.device.type == "cpu" and x.dim() == 4 and not torch.is_autocast_enabled("cpu")
-                and not torch.jit.is_tracing() and not torch.jit.is_scripting())
+                and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+                and not _functorch_transforms_active())
 
     def forward(self, x: Tensor) -> Tensor:
         if self._use_fused(x):
@@ -367,7 +402,7 @@ class ActNorm(Bijection):
         return y * (-self.log_scale).exp() - self.bias
 
 
-def conv1x1(x: Tensor, weight: Tensor) -> Tensor:
+def _conv1x1(x: Tensor, weight: Tensor) -> Tensor:
     """``y_{:,i,j} = weight x_{:,i,j}`` for x (B, C, H, W) and weight (C', C): the 1×1 convolution as one batched
     matrix product, (C', C) @ (B, C, H·W) (a few times cheaper than ``F.conv2d`` with so few channels on a CPU)."""
     b, c, h, w = x.shape
@@ -384,12 +419,12 @@ class InvConv1x1(Bijection):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h, w = x.shape[-2:]
-        y = conv1x1(x, self.weight)  # (B, C, H, W)
+        y = _conv1x1(x, self.weight)  # (B, C, H, W)
         logdet = h * w * torch.linalg.slogdet(self.weight).logabsdet  # ()
         return y, logdet.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
-        return conv1x1(y, torch.linalg.inv(self.weight))
+        return _conv1x1(y, torch.linalg.inv(self.weight))
 
 
 class InvConv1x1LU(Bijection):
@@ -425,12 +460,12 @@ class InvConv1x1LU(Bijection):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h, w = x.shape[-2:]
-        y = conv1x1(x, self.weight())  # (B, C, H, W)
+        y = _conv1x1(x, self.weight())  # (B, C, H, W)
         logdet = h * w * self.log_s.sum()  # ()
         return y, logdet.expand(x.shape[0])
 
     def inverse(self, y: Tensor) -> Tensor:
-        return conv1x1(y, torch.linalg.inv(self.weight()))
+        return _conv1x1(y, torch.linalg.inv(self.weight()))
 
 
 # -- reshaping and multi-scale ----------------------------------------------------------------------------------
