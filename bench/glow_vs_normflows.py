@@ -57,6 +57,7 @@ times slower than one (OpenMP threads waiting on each other); pass ``--threads 1
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import resource
@@ -215,6 +216,8 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + str(VARIANTS))
     parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if "normflows" in args.variants and importlib.util.find_spec("normflows") is None:
+        sys.exit("glow_vs_normflows: the peer is not installed; pip install -e '.[bench]' (normflows)")
     if args.child:
         print(json.dumps(_child(args.child, args)))
         return
