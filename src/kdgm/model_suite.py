@@ -143,7 +143,7 @@ MODELS.register("air-pprior", ModelSpec(lambda: _small_air("learned"), _scenes, 
 MODELS.register("air-pprior-conv", ModelSpec(lambda: _small_air("learned", "conv"), _scenes, AIRELBO, kind="scene"))
 MODELS.register("dcgan-28", ModelSpec(lambda: dcgan(z_dim=8, image_size=28, width=8), _binary_images, _both_players,
                                       kind="adversarial", generative="implicit"))
-MODELS.register("dcgan-32-wgan-gp", ModelSpec(lambda: dcgan(z_dim=8, image_size=32, width=8),
+MODELS.register("dcgan-32-wgan-gp", ModelSpec(lambda: dcgan(z_dim=8, image_size=32, width=8, d_norm="none"),
                                               lambda: _binary_images(shape=(1, 32, 32)),
                                               lambda: _both_players("wasserstein", 10.0), kind="adversarial",
                                               generative="implicit"))

@@ -235,7 +235,8 @@ class GanMnist(Experiment):
             model = progan(config.z_dim, config.width)
             model.set_progress(0.0)  # grows from 4×4 as training progresses
             return model
-        return dcgan(config.z_dim, 1, 32, config.width, CLASSES if config.conditional else 0)
+        return dcgan(config.z_dim, 1, 32, config.width, CLASSES if config.conditional else 0,
+                     d_norm="none" if config.gradient_penalty else "batch")
 
     def phases(self, config: GanMnistConfig, model: nn.Module, data: _Digits) -> list[Phase]:
         critic = DiscriminatorLoss(config.loss, config.gradient_penalty)
