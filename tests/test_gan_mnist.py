@@ -62,3 +62,14 @@ def test_progressive_rows_grow_in_both_phases():
     model = experiment.build_model(config, data)
     assert model.stage == 0  # starts at 4x4
     assert all(isinstance(p.objective, Growing) for p in experiment.phases(config, model, data))
+
+
+def test_dcgan_discriminator_has_batch_norm_except_for_gradient_penalty_rows():
+    """Without batch norm in D the generator collapsed to one image (both in kdgm's loop and a plain loop); WGAN-GP's
+    per-example penalty needs a critic without it."""
+    from torch import nn
+
+    experiment, data = GanMnist(), _data()
+    norms = lambda m: [l for l in m.discriminator.modules() if isinstance(l, nn.BatchNorm2d)]  # noqa: E731
+    assert norms(experiment.build_model(GanMnistConfig(z_dim=8, width=8), data))
+    assert not norms(experiment.build_model(GanMnistConfig(z_dim=8, width=8, gradient_penalty=10.0), data))
