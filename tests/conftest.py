@@ -28,6 +28,16 @@ def sentiment_data_dir() -> Path | None:
     return None
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of small-tensor tests, restored afterwards: on 2 cores shared with other jobs,
+    two threads measured 3-50x slower for them. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def kdgm_cache(tmp_path_factory) -> Path:
     """One cache folder for the whole session, so MNIST is decoded from the wheel once."""

@@ -21,14 +21,7 @@ from kdgm.objectives.base import LossOutput, Progress
 from kdgm.train import Phase, PhasedUpdater, make_fabric
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batches of a few 32×32 images gain nothing from a second thread, and two threads on cores shared with another
-    job wait on each other (a 50× slowdown measured here); restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def small(**kwargs) -> BigGAN:

@@ -19,13 +19,7 @@ from kdgm.models.flows import (
 from kdgm.objectives.likelihood import MaximumLikelihood
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is faster than two on shared cores (restored after this file)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 class ModelAsLayer(torch.nn.Module):

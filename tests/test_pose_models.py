@@ -29,14 +29,7 @@ from kdgm.objectives.adversarial import DiscriminatorLoss, GeneratorLoss
 K = 8  # part classes, background included
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread for these small convolutions: on 2 shared cores the default pool waits on itself (the file
-    measured 41 s with it, 10 s without); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def condition(b: int = 3, size: int = 32, parts: bool = True, seed: int = 0) -> PoseCondition:

@@ -24,13 +24,7 @@ TINY = dict(size=16, pairs=16, width=4, parser_width=4, parser_steps=2, judge_pa
             progress_pairs=3, batch_size=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread for these small convolutions (the machine's 2 cores are shared); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 @pytest.fixture

@@ -23,14 +23,7 @@ from kdgm.models.progan import (
 STAGES = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small convolutions on shared cores: one thread each, as conftest does under xdist (2 threads wait on each
-    other while another job runs: 1 s instead of 30 ms per step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 FADE_IN = {0: 0.0, 1: 0.25, 2: 0.5, 3: 0.75}  # the progress at which each stage starts (α = 0 after stage 0)
 

@@ -25,13 +25,7 @@ from kdgm.train.updater import PhasedUpdater
 SHAPE = (1, 2, 3)  # 6 visible units
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread (two threads on two cores shared with other jobs measured 3x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small tensors: see conftest.one_thread
 
 
 def bits(n: int) -> torch.Tensor:
