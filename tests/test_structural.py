@@ -71,6 +71,54 @@ def test_count_distribution_matches_enumeration_of_trajectories():
     assert torch.allclose(count_distribution(p), expected, atol=1e-12)
 
 
+def test_air_count_distribution_is_exact_for_every_count_whatever_count_was_sampled():
+    """q(n | x) of the count penalty against enumeration on a 3-step AIR guide with fixed noise.
+
+    Brute force: for each count n, run the guide with z_pres forced to (1, …, 1, 0, …) and multiply the probabilities
+    of those presence bits under its own conditionals. The model's ``pres_prob`` from one sampled trajectory must give
+    the same q(n | x) for every n, also above the sampled count (a guide that feeds an absent object as zeros gets
+    those counts wrong: issue 13's defect).
+    """
+    from kdgm.models.air import AIR
+
+    torch.manual_seed(0)
+    T, B = 3, 64
+    model = AIR(image_size=16, max_steps=T, z_what_dim=4, glimpse_size=8, hidden=16, embed_dim=16,
+                encoder_hidden=(16,), decoder_hidden=(16,), baseline_hidden=8).double()
+    with torch.no_grad():  # presence logits spread around 0 so that every count gets sampled
+        model.guide_head.weight[0].mul_(20.0)
+    x = torch.rand(B, 1, 16, 16, dtype=torch.float64)
+
+    def guide_run(forced: list[int] | None) -> list:
+        """The guide's T states under seed 1; ``forced`` overrides the sampled presence bits (same noise)."""
+        torch.manual_seed(1)
+        gates = model.guide_rnn.base(model.embed(x.flatten(1)), B)
+        state, states = model.initial_guide_state(x), []
+        for t in range(T):
+            state = model.guide_step(x, gates, state)
+            if forced is not None:  # a prefix of ones, as the guide's own samples
+                state = state._replace(z_pres=torch.full_like(state.z_pres, float(forced[t])))
+            states.append(state)
+        return states
+
+    with torch.no_grad():
+        exact = torch.zeros(B, T + 1, dtype=torch.float64)
+        for n in range(T + 1):
+            bits = [1] * n + [0] * (T - n)
+            states = guide_run(bits)
+            prob = torch.ones(B, dtype=torch.float64)
+            for t in range(min(n + 1, T)):  # steps whose bit is random: all earlier present
+                p_t = torch.sigmoid(states[t].pres_logit)
+                prob = prob * (p_t if bits[t] else 1 - p_t)
+            exact[:, n] = prob
+        torch.manual_seed(1)
+        out = model(x)
+    assert torch.allclose(exact.sum(1), torch.ones(B, dtype=torch.float64))
+    sampled = out.count
+    assert (sampled <= T - 2).any(), "the check needs images whose sampled count leaves later counts unsampled"
+    assert torch.allclose(count_distribution(out.pres_prob), exact, atol=1e-12)
+
+
 def test_num_instance_is_zero_iff_each_image_commits_to_an_allowed_count():
     F = count_functionals((1, 3))["num_instance"]
     one = torch.tensor([[1.0], [0.0], [0.0]], dtype=torch.float64)  # q(n = 1) = 1

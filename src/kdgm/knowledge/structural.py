@@ -142,7 +142,8 @@ def log_count_distribution(pres_prob: Tensor) -> Tensor:
     This is the single-trajectory estimate the conditionals allow: p_t depends on the sampled z_<t. For counts
     beyond the sampled one to get a meaningful probability, the model must report p_t as if the earlier objects were
     present (not multiplied by the sampled z_pres); a p_t forced to 0 after termination lumps all further mass onto
-    the next count.
+    the next count. :class:`kdgm.models.air.AIR` reports its guide's conditionals that way (its LSTM reads every
+    earlier object as present), so one trajectory gives q(n | x) exactly for every n given the continuous latents.
     """
     eps = torch.finfo(pres_prob.dtype).eps
     p = _straight_through_clamp(pres_prob, eps)  # (T, B)

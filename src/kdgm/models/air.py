@@ -114,8 +114,9 @@ class AIROutput(NamedTuple):
 
     Attributes:
         z_pres: (T, B) sampled presence in {0, 1}, a prefix of ones per image.
-        pres_prob: (T, B) ``q(z_pres_t = 1 | x, z^{<t})``, the conditional the guide used (computed for every step,
-            also after an earlier 0 has masked it).
+        pres_prob: (T, B) ``q(z_pres_t = 1 | x, z^{<t})`` with every earlier object present: the conditional the
+            guide sampled from while ``z_pres_{t-1} = 1``, and after an earlier 0 the one it would use had that
+            object been present (so ``Π_{t<n} p_t (1 − p_n)`` estimates ``q(n | x)`` for every ``n``).
         z_where: (T, B, 3) sampled windows ``(s, x, y)``.
         z_what: (T, B, D) sampled appearances.
         where_loc, where_scale: (T, B, 3) parameters of ``q(z_where_t | x, z^{<t})``.
@@ -370,8 +371,12 @@ class AIR(nn.Module):
                 (``self.guide_rnn.base(self.embed(x.flatten(1)))``).
             prev: the state after step ``t-1``.
         """
-        keep = prev.z_pres.unsqueeze(-1)  # (B, 1) absent objects feed zeros, not their unused samples
-        inputs = torch.cat([keep, prev.z_where * keep, prev.z_what * keep], dim=-1)  # (B, 1+3+D)
+        # The LSTM reads step t-1 as present, whatever was sampled: at every step the ELBO uses (z_pres_{<t} all
+        # 1) the input is the same, and after the first 0 the conditional stays q(z_pres_t | x, z^{<t}, earlier
+        # objects present), the one q(n | x) = Π_{t<n} p_t (1 − p_n) needs for counts above the sampled one.
+        # Masking here (feeding the absent object as zeros) made p_t of those counts a conditional that the guide
+        # never uses and the ELBO never trains (tests/test_structural.py enumerates q(n | x) to check).
+        inputs = torch.cat([torch.ones_like(prev.z_pres).unsqueeze(-1), prev.z_where, prev.z_what], dim=-1)
         state = None if prev.h is None else (prev.h, prev.c)
         h, c = self.guide_rnn(image_gates, inputs, state)  # (B, H) each
         raw = self.guide_head(h)  # (B, 7)
