@@ -180,4 +180,10 @@ def test_smoke_run_through_the_command_line(tmp_path, kdgm_cache, monkeypatch):
     assert EXPERIMENTS["pose-transfer"].data_parallel is False
     for row in ("base-model", "with-fixed-constraint", "with-learned-constraint"):
         assert (run_dir / "figures" / row / "transfers.png").exists()
-    assert "Paired differences" in (run_dir / "report.md").read_text()
+    comparison = run_dir / "figures" / "comparison.png"  # pairs x (source, pose, base, fixed, learned, target)
+    assert comparison.exists()
+    report = (run_dir / "report.md").read_text()
+    assert "Paired differences" in report and "figures/comparison.png" in report
+    comparison.unlink()
+    assert main(["report", str(run_dir), "--figures"]) == 0  # redrawn from the checkpoints
+    assert comparison.exists()

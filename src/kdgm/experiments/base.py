@@ -208,6 +208,12 @@ class Experiment(ABC):
         """Write PNG figures of a trained model into ``folder``; return their paths."""
         return []
 
+    def comparison_figures(self, models: dict[str, nn.Module], test: Any, folder: Path) -> list[Path]:
+        """Write PNG figures that set several rows' trained models side by side into ``folder``; ``models`` maps
+        each trained row's name to its first seed's model (eval mode), ``test`` is the run's test data. Drawn once
+        every run has finished (and again by ``kdgm report --figures``). Default: none."""
+        return []
+
     def run_config(self, config: TrainConfig) -> TrainConfig:
         """The config a training run uses, from its row's config (default: unchanged). An experiment whose
         fine-tuning rows train for their own number of steps sets them here."""

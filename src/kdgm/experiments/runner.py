@@ -309,17 +309,21 @@ def run(request: RunRequest) -> Path:
         _run_parallel(request, run_dir)
     else:
         fabric.launch(_run_all, run_dir, request.resume, request.progress_bar)
+    if fabric.global_rank == 0:
+        draw_comparisons(run_dir)
     build_report(run_dir)
     return run_dir
 
 
-def _restore(run: Run, row: Row, seed: int) -> tuple[TrainConfig, ExperimentData, torch.nn.Module]:
-    """(row config, data, model in eval mode) with the weights of ``row``'s last checkpoint for ``seed``."""
+def _restore(run: Run, row: Row, seed: int, data: ExperimentData | None = None
+             ) -> tuple[TrainConfig, ExperimentData, torch.nn.Module]:
+    """(row config, data, model in eval mode) with the weights of ``row``'s last checkpoint for ``seed``; ``data``
+    reuses data already loaded for another row of the same seed."""
     ckpt = seed_folder(run.path, row, seed) / "checkpoints" / LAST
     if not ckpt.exists():
         raise UserError(f"no checkpoint for row {row.name!r} seed {seed} in {run.path}; train it with kdgm run first")
     cfg = row_config(run.experiment, run.config, row)
-    data = run.experiment.data(cfg, seed)
+    data = run.experiment.data(cfg, seed) if data is None else data
     model = run.experiment.build_model(cfg, data)
     load_model_state(_unwrap(model), load_checkpoint(ckpt, identity=fingerprint(run.record))["model"], ckpt)
     return cfg, data, model.eval()
@@ -346,7 +350,7 @@ def load_trained(run_dir: Path | str, row_name: str | None = None, seed: int | N
 
 def redraw_figures(run_dir: Path) -> list[Path]:
     """Draw each training run's model figures again from the first seed's checkpoint (after the figure code
-    changed, or for a run whose figures were lost); returns the files written."""
+    changed, or for a run whose figures were lost), then the comparison figures; returns the files written."""
     run = load_run(Path(run_dir))
     seed = run.seeds[0]
     paths = []
@@ -356,4 +360,20 @@ def redraw_figures(run_dir: Path) -> list[Path]:
         cfg, data, model = _restore(run, row, seed)
         with torch.no_grad():
             paths += run.experiment.figures(cfg, model, data.test, run.path / "figures" / slug(row.run_name))
-    return paths
+    return paths + draw_comparisons(run.path)
+
+
+def draw_comparisons(run_dir: Path) -> list[Path]:
+    """The experiment's figures across rows (:meth:`Experiment.comparison_figures`) from the first seed's
+    checkpoints of every trained row; nothing when the experiment draws none or no row has a checkpoint."""
+    run = load_run(Path(run_dir))
+    if type(run.experiment).comparison_figures is Experiment.comparison_figures:
+        return []
+    seed, data, models = run.seeds[0], None, {}
+    for row in training_runs(run.experiment, run.config).values():
+        if (seed_folder(run.path, row, seed) / "checkpoints" / LAST).exists():
+            _, data, models[row.name] = _restore(run, row, seed, data)
+    if not models:
+        return []
+    with torch.no_grad():
+        return run.experiment.comparison_figures(models, data.test, run.path / "figures")
