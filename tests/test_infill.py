@@ -15,7 +15,7 @@ from kdgm.data.templates import (
 )
 from kdgm.experiments.template_infill import InfillMatch
 from kdgm.metrics.infill import distinct_n, extract_infill, infill_bleu, perplexity, template_adherence
-from kdgm.models.infill import TemplateInfiller
+from kdgm.models.infill import TemplateInfiller, sample_categorical
 
 
 def test_blank_spans_are_one_or_two_short_separate_spans_that_keep_a_word():
@@ -66,6 +66,24 @@ def _condition() -> InfillCondition:
     truth = torch.tensor([[5, 6, 7, EOS_ID, 0], [8, 11, 9, 10, EOS_ID]])
     infill = torch.tensor([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0]], dtype=torch.bool)
     return InfillCondition(template, torch.tensor([3, 4]), truth, torch.tensor([4, 5]), infill)
+
+
+def test_sample_categorical_draws_the_given_distribution_and_never_a_zero_probability():
+    from scipy.stats import chisquare
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.2, 0.3, 0.0], [0.1, 0.0, 0.0, 0.0, 0.0, 0.9]])  # (2, 6)
+    n = 20000
+    draws = sample_categorical(probs.repeat(n, 1), torch.Generator().manual_seed(0)).view(n, 2)  # (n, 2)
+    for row in range(2):
+        counts = torch.bincount(draws[:, row], minlength=6).double()
+        assert (counts[probs[row] == 0] == 0).all()
+        support = probs[row] > 0
+        expected = probs[row][support].double()
+        assert chisquare(counts[support].numpy(), (n * expected / expected.sum()).numpy()).pvalue > 1e-3
+    unnormalised = sample_categorical(torch.tensor([[0.0, 3.0, 1.0]]).repeat(4000, 1), torch.Generator().manual_seed(1))
+    assert abs((unnormalised == 1).double().mean().item() - 0.75) < 0.03
+    same = [sample_categorical(probs, torch.Generator().manual_seed(2)) for _ in range(2)]
+    assert torch.equal(*same)
 
 
 def test_log_prob_is_the_sum_of_next_token_probabilities():
