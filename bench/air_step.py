@@ -21,6 +21,7 @@ import torch
 from kdgm import config as cfgmod
 from kdgm.data.scenes import SceneConfig, multi_mnist
 from kdgm.experiments.asr import MODELS, ASRConfig, ASRCount
+from kdgm.experiments.base import ExperimentData
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
     experiment, variants = ASRCount(), {}
     for name, settings in MODELS.items():
         config = cfgmod.apply(ASRConfig(counts=(1, 3), image_encoder=args.image_encoder), settings)
-        variants[name] = (experiment.build_model(config), experiment.objective(config))
+        variants[name] = (experiment.build_model(config, ExperimentData(data, None)), experiment.objective(config))
     optimizers = {}
     for name, (model, _) in variants.items():
         model.to(args.device)
