@@ -7,12 +7,18 @@ One step = forward, the objective (:class:`kdgm.objectives.air.AIRELBO`, wrapped
 alternate step by step, so machine load affects them alike; the median step of each is printed, and the ratio
 AIR-ASR / AIR-pPrior is the cost of the penalty (target: under 1.10).
 
+With ``--compile`` each variant also runs with its objective (model forward included) under ``torch.compile``
+(one graph, ``fullgraph=True``), from the same initial weights, alternating with the eager ones; the compiled rows
+and their speed-up over eager are printed beside them.
+
     python bench/air_step.py [--steps 60] [--batch-size 64] [--threads N] [--device cpu] [--image-encoder conv]
+                             [--compile]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
@@ -33,6 +39,7 @@ def main() -> None:
     parser.add_argument("--n-per-count", type=int, default=2000, help="training scenes per object count")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--image-encoder", default=ASRConfig.image_encoder, choices=("mlp", "conv"))
+    parser.add_argument("--compile", action="store_true", help="also time each variant under torch.compile")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -41,7 +48,11 @@ def main() -> None:
     experiment, variants = ASRCount(), {}
     for name, settings in MODELS.items():
         config = cfgmod.apply(ASRConfig(counts=(1, 3), image_encoder=args.image_encoder), settings)
-        variants[name] = (experiment.build_model(config, ExperimentData(data, None)), experiment.objective(config))
+        model, objective = experiment.build_model(config, ExperimentData(data, None)), experiment.objective(config)
+        variants[name] = (model, objective)
+        if args.compile:
+            twin = copy.deepcopy(model)
+            variants[f"{name} compiled"] = (twin, torch.compile(objective, fullgraph=True))
     optimizers = {}
     for name, (model, _) in variants.items():
         model.to(args.device)
@@ -67,12 +78,15 @@ def main() -> None:
     print(f"AIR T=3 ({args.image_encoder} image encoder), batch {args.batch_size} on {args.device}, "
           f"torch threads {torch.get_num_threads()}, "
           f"{args.steps} steps per variant (fused Adam)")
-    print(f"{'variant':<12}{'s/step (median)':>17}{'images/s':>10}")
+    print(f"{'variant':<21}{'s/step (median)':>17}{'images/s':>10}")
     for name, seconds in times.items():
         median = statistics.median(seconds)
-        print(f"{name:<12}{median:>17.4f}{args.batch_size / median:>10.0f}")
+        print(f"{name:<21}{median:>17.4f}{args.batch_size / median:>10.0f}")
     ratio = statistics.median(times["AIR-ASR"]) / statistics.median(times["AIR-pPrior"])
     print(f"ASR penalty cost: AIR-ASR / AIR-pPrior = {ratio:.3f}")
+    for name in MODELS if args.compile else ():
+        speedup = statistics.median(times[name]) / statistics.median(times[f"{name} compiled"])
+        print(f"torch.compile speed-up, {name}: {speedup:.2f}x")
 
 
 if __name__ == "__main__":

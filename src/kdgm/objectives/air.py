@@ -57,11 +57,13 @@ class AIRELBO:
         reward = (out.log_lik.unsqueeze(0) - obj_suffix - pres_suffix).detach()  # (T, B)
         active = torch.cat([torch.ones_like(out.z_pres[:1]), out.z_pres[:-1]])  # (T, B) z_pres_t was sampled
         update = model.training and torch.is_grad_enabled()
-        first = update and int(model.reward_updates) == 0
-        if first:
-            # start the running mean at the first batch's mean: an average from 0 would be hundreds of nats off
-            self._update_running_mean(model, reward, active)
-        centred = reward - model.reward_mean.unsqueeze(-1)  # (T, B)
+        # the running mean this batch is centred by, and (training only) its next value: plain tensor arithmetic,
+        # no host read of the update counter and the buffers written only after the loss is built, so that the
+        # objective compiles as one graph (torch.compile) and autograd never sees a buffer change under it
+        batch_mean, sampled = self._batch_mean(reward, active)  # (T,) each
+        first = model.reward_updates == 0  # start at the first batch's mean: from 0 it would be hundreds of nats off
+        mean = torch.where(first & sampled & update, batch_mean, model.reward_mean)  # (T,)
+        centred = reward - mean.unsqueeze(-1)  # (T, B)
         signal = (centred - out.baseline).detach()  # (T, B)
         surrogate = (signal * out.log_q_pres).sum(0)  # (B,) zero where z_pres_t was fixed by an earlier 0
 
@@ -69,8 +71,11 @@ class AIRELBO:
         baseline_mse = ((out.baseline - centred).pow(2) * active).sum(0)  # (B,)
 
         total = -(elbo + surrogate).mean() + self.baseline_weight * baseline_mse.mean()
-        if update and not first:
-            self._update_running_mean(model, reward, active)
+        if update:
+            moved = self.momentum * model.reward_mean + (1 - self.momentum) * batch_mean
+            with torch.no_grad():
+                model.reward_mean.copy_(torch.where(sampled, torch.where(first, batch_mean, moved), model.reward_mean))
+                model.reward_updates.add_(1)
         terms = {
             "nelbo": -elbo.mean().detach(),
             "log_lik": out.log_lik.mean().detach(),
@@ -80,11 +85,8 @@ class AIRELBO:
         }
         return LossOutput(total, terms, outputs=out)
 
-    @torch.no_grad()
-    def _update_running_mean(self, model: nn.Module, reward: torch.Tensor, active: torch.Tensor) -> None:
-        n = active.sum(1)  # (T,) images whose z_pres_t was sampled
-        batch_mean = (reward * active).sum(1) / n.clamp_min(1)  # (T,)
-        momentum = self.momentum if int(model.reward_updates) > 0 else 0.0
-        updated = momentum * model.reward_mean + (1 - momentum) * batch_mean
-        model.reward_mean.copy_(torch.where(n > 0, updated, model.reward_mean))
-        model.reward_updates.add_(1)
+    @staticmethod
+    def _batch_mean(reward: torch.Tensor, active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T,) mean reward over the images whose z_pres_t was sampled, and (T,) whether any was."""
+        n = active.sum(1)  # (T,)
+        return ((reward * active).sum(1) / n.clamp_min(1)).detach(), n > 0
