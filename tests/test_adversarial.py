@@ -97,3 +97,44 @@ def test_critic_losses_on_fixed_values():
     assert hinge.total.item() == pytest.approx(1 / (2 * torch.pi) ** 0.5, abs=0.01)
     with pytest.raises(ValueError, match="unknown GAN loss 'least-squares'"):
         DiscriminatorLoss("least-squares")
+
+
+class Counting(nn.Module):
+    """A conditional generator x = w·onehot(y) + noise that counts its sample calls, with a linear critic."""
+
+    conditional = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 2))
+        self.calls = 0
+
+    def sample(self, n: int, cond=None) -> torch.Tensor:
+        self.calls += 1
+        return self.w[cond] + 0.1 * torch.randn(n, 2)  # (n, 2)
+
+    def discriminate(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+        return x.sum(1)  # (n,)
+
+
+@pytest.mark.parametrize("share", [True, False])
+def test_the_implicit_m_step_gives_its_samples_to_the_generator_loss(share):
+    """One generator pass per step: the GAN loss reads the M-step's samples (same loss as sampling anew under the
+    same noise), unless sharing is off or the E-step draws several samples per condition."""
+    from kdgm.knowledge import FunctionConstraint, ImplicitMStep, PosteriorRegularization
+
+    model = Counting()
+    batch = ImageBatch(x=torch.zeros(5, 2), y=torch.tensor([0, 1, 2, 1, 0]))
+    pr = PosteriorRegularization(FunctionConstraint(lambda x, y: -x.pow(2).sum(1)), samples=1,
+                                 condition=lambda b: b.y)
+    torch.manual_seed(0)
+    out = ImplicitMStep(pr, base=GeneratorLoss("nonsaturating"), share_samples=share)(model, batch)
+    assert model.calls == (1 if share else 2)
+    torch.manual_seed(0)
+    fake = model.sample(5, batch.y)
+    assert torch.allclose(out.terms["g_loss"], GeneratorLoss("nonsaturating").on_samples(model, batch, fake).total) \
+        == share
+    model.calls = 0
+    pr.samples = 2
+    ImplicitMStep(pr, base=GeneratorLoss("nonsaturating"), share_samples=share)(model, batch)
+    assert model.calls == 2

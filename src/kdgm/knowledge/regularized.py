@@ -198,13 +198,19 @@ class ImplicitMStep:
         estimator: ``pathwise`` differentiates through ``sample`` (reparameterised images); ``score`` uses the
             score-function estimator ``α E[(f(x) − b) ∇ log p_θ(x)]`` with b the mean f of the condition's S samples
             (discrete outputs such as text; needs ``log_prob``).
+
+    Pathwise with one sample per condition, a base objective that offers ``on_samples(model, batch, fake)`` (the
+    GAN generator losses do) is given the same samples instead of drawing its own: one generator pass per step
+    instead of two. This needs the constraint's condition (``pr.condition``) to be the one the base samples under,
+    as when both read the batch's labels or its ``condition()``; ``share_samples=False`` turns it off.
     """
 
     def __init__(self, pr: PosteriorRegularization, base: Objective | None = None, weight: float = 1.0,
-                 estimator: Literal["pathwise", "score"] = "pathwise") -> None:
+                 estimator: Literal["pathwise", "score"] = "pathwise", share_samples: bool = True) -> None:
         if estimator not in ("pathwise", "score"):
             raise ValueError(f"estimator must be pathwise or score, got {estimator!r}")
         self.pr, self.base, self.weight, self.estimator = pr, base, weight, estimator
+        self.share_samples = share_samples
 
     def __call__(self, model: nn.Module, batch) -> LossOutput:
         if self.estimator == "pathwise":
@@ -222,7 +228,9 @@ class ImplicitMStep:
         knowledge = self.weight * loss
         if self.base is None:
             return LossOutput(knowledge, terms)
-        out = self.base(model, batch)
+        shared = (self.estimator == "pathwise" and self.share_samples and draw.S == 1 and draw.cond is not None
+                  and hasattr(self.base, "on_samples"))
+        out = self.base.on_samples(model, batch, draw.x) if shared else self.base(model, batch)
         return LossOutput(out.total + knowledge, {**out.terms, **terms}, out.outputs)
 
 

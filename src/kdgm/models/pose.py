@@ -384,9 +384,13 @@ class PoseGeneratorLoss:
         self.l1 = l1
 
     def __call__(self, model: nn.Module, batch) -> LossOutput:
+        return self.on_samples(model, batch, model.sample(len(batch_data(batch)), pose_condition(batch)))
+
+    def on_samples(self, model: nn.Module, batch, fake: Tensor) -> LossOutput:
+        """The loss of differentiable generations ``fake`` (B, 3, S, S), one per pair of the batch (sampled once,
+        read by both terms; :class:`kdgm.knowledge.ImplicitMStep` passes its own)."""
         target = batch_data(batch)  # (B, 3, S, S)
         cond = pose_condition(batch)
-        fake = model.sample(len(target), cond)  # sampled once, read by both terms
         g_loss = adversarial_generator_loss(model.discriminate(fake, cond), self.loss)
         l1 = F.l1_loss(fake, target)
         total = g_loss + self.l1 * l1

@@ -121,9 +121,12 @@ class GeneratorLoss:
         self.loss = loss
 
     def __call__(self, model: nn.Module, batch) -> LossOutput:
-        cond = gan_condition(model, batch)
-        fake = model.sample(len(batch_data(batch)), cond)
-        d_fake = model.discriminate(fake, cond)  # (B,)
+        return self.on_samples(model, batch, model.sample(len(batch_data(batch)), gan_condition(model, batch)))
+
+    def on_samples(self, model: nn.Module, batch, fake: Tensor) -> LossOutput:
+        """The loss of differentiable samples ``fake`` (B, ...) drawn one per row of the batch under its conditions
+        (:class:`kdgm.knowledge.ImplicitMStep` passes its own, so that a generator step samples once)."""
+        d_fake = model.discriminate(fake, gan_condition(model, batch))  # (B,)
         if self.loss == "minimax":
             loss = -F.softplus(d_fake).mean()
         elif self.loss == "nonsaturating":
