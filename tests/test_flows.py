@@ -297,3 +297,36 @@ def test_dequantize_puts_each_level_in_its_bin():
     assert not torch.equal(dequantize(levels), dequantize(levels))  # fresh noise without a generator
     with pytest.raises(ValueError):
         dequantize(torch.tensor([256]))
+
+
+# --- flows-mnist's knowledge row -----------------------------------------------------------------------------------
+
+
+def test_thin_strokes_scores_thick_ink_only():
+    from kdgm.experiments.flows_mnist import thin_strokes
+
+    x = torch.zeros(3, 1, 28, 28)
+    x[0, 0, 5:20, 10:12] = 1.0  # a stroke two pixels wide: no pixel has a full 3x3 block of ink
+    x[1, 0, 5:10, 5:10] = 1.0  # a 5x5 blob: its inner 3x3 pixels are ink with all their neighbours
+    x[2, 0, 5:10, 5:10] = 0.4  # grey below the ink threshold
+    torch.testing.assert_close(thin_strokes(x), torch.tensor([0.0, -9 / 784, 0.0]))
+
+
+def test_the_thin_strokes_row_trains_glow_by_the_explicit_m_step():
+    from kdgm import config as cfgmod
+    from kdgm.experiments.flows_mnist import THIN, FlowsConfig, FlowsMnist
+    from kdgm.experiments.rundir import row_config
+    from kdgm.knowledge import ExplicitMStep
+
+    experiment = FlowsMnist()
+    base = cfgmod.apply(FlowsConfig(), experiment.presets["smoke"].values)
+    rows = {row.name: row for row in experiment.rows}
+    config = row_config(experiment, base, rows[THIN])
+    model = experiment.build_model(config, None)
+    objective = experiment.phases(config, model, None)[0].objective
+    assert isinstance(objective, ExplicitMStep) and objective.pr.samples == config.pr_samples
+    assert not isinstance(experiment.phases(row_config(experiment, base, rows["Glow"]), model, None)[0].objective,
+                          ExplicitMStep)
+    out = objective(model, ImageBatch(x=torch.rand(4, 1, 28, 28)))
+    out.total.backward()
+    assert torch.isfinite(out.total) and "ess" in out.terms
