@@ -7,6 +7,10 @@ One step = forward, the objective (:class:`kdgm.objectives.air.AIRELBO`, wrapped
 alternate step by step, so machine load affects them alike; the median step of each is printed, and the ratio
 AIR-ASR / AIR-pPrior is the cost of the penalty (target: under 1.10).
 
+With pyro-ppl installed (``pip install -e '.[bench]'``), pyro's AIR example (``bench/pyro_air.py``: its model and
+guide, SVI with ``TraceGraph_ELBO``) runs in the same loop, alternating with ours on the same batches, and the ratio
+of AIR-ASR's step to the peer's is printed.
+
 With ``--compile`` each variant also runs with its objective (model forward included) under ``torch.compile``
 (one graph, ``fullgraph=True``), from the same initial weights, alternating with the eager ones; the compiled rows
 and their speed-up over eager are printed beside them.
@@ -19,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import statistics
 import time
+from typing import Callable
 
 import torch
 
@@ -28,6 +34,8 @@ from kdgm import config as cfgmod
 from kdgm.data.scenes import SceneConfig, multi_mnist
 from kdgm.experiments.asr import MODELS, ASRConfig, ASRCount
 from kdgm.experiments.base import ExperimentData
+
+PEER = "pyro AIR (peer)"
 
 
 def main() -> None:
@@ -45,31 +53,30 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = multi_mnist(SceneConfig(counts=(1, 3), n_per_count=args.n_per_count), "train")
-    experiment, variants = ASRCount(), {}
+    experiment, steps = ASRCount(), {}
     for name, settings in MODELS.items():
         config = cfgmod.apply(ASRConfig(counts=(1, 3), image_encoder=args.image_encoder), settings)
         model, objective = experiment.build_model(config, ExperimentData(data, None)), experiment.objective(config)
-        variants[name] = (model, objective)
+        steps[name] = kdgm_step(model.to(args.device), objective)
         if args.compile:
             twin = copy.deepcopy(model)
-            variants[f"{name} compiled"] = (twin, torch.compile(objective, fullgraph=True))
-    optimizers = {}
-    for name, (model, _) in variants.items():
-        model.to(args.device)
-        optimizers[name] = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+            steps[f"{name} compiled"] = kdgm_step(twin, torch.compile(objective, fullgraph=True))
+    if importlib.util.find_spec("pyro") is not None:
+        from pyro_air import pyro_air_step
+
+        air, pyro_step = pyro_air_step()
+        air.to(args.device)
+        steps[PEER] = lambda batch: pyro_step(batch.x)
     order = torch.randperm(len(data))
     per_epoch = len(data) // args.batch_size
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[str, list[float]] = {name: [] for name in steps}
 
     for i in range(args.warmup + args.steps):
         j = i % per_epoch
         batch = data.batch(order[j * args.batch_size : (j + 1) * args.batch_size]).to(args.device)
-        for name, (model, objective) in variants.items():
+        for name, step in steps.items():
             start = time.perf_counter()
-            loss = objective(model, batch).total
-            optimizers[name].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[name].step()
+            step(batch)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             if i >= args.warmup:
@@ -87,6 +94,24 @@ def main() -> None:
     for name in MODELS if args.compile else ():
         speedup = statistics.median(times[name]) / statistics.median(times[f"{name} compiled"])
         print(f"torch.compile speed-up, {name}: {speedup:.2f}x")
+    if PEER in times:
+        ratio = statistics.median(times["AIR-ASR"]) / statistics.median(times[PEER])
+        print(f"kdgm AIR-ASR / {PEER}: seconds per step {ratio:.3f} (the peer's model has no penalty)")
+    else:
+        print(f"{PEER}: not measured (pip install -e '.[bench]' installs pyro-ppl)")
+
+
+def kdgm_step(model: torch.nn.Module, objective) -> Callable:
+    """One training step of a kdgm model: objective, backward, fused Adam (lr 1e-4, the paper's AIR setting)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+
+    def step(batch) -> None:
+        loss = objective(model, batch).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
 
 
 if __name__ == "__main__":
