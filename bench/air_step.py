@@ -15,8 +15,11 @@ With ``--compile`` each variant also runs with its objective (model forward incl
 (one graph, ``fullgraph=True``), from the same initial weights, alternating with the eager ones; the compiled rows
 and their speed-up over eager are printed beside them.
 
+With ``--seconds S`` every variant trains for S seconds of its own step time (equal wall time; steps alternate as
+above) and its count accuracy on 1,000 test scenes is printed: what a user gets from kdgm or the peer in that time.
+
     python bench/air_step.py [--steps 60] [--batch-size 64] [--threads N] [--device cpu] [--image-encoder conv]
-                             [--compile]
+                             [--compile] [--seconds S]
 """
 
 from __future__ import annotations
@@ -48,21 +51,24 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--image-encoder", default=ASRConfig.image_encoder, choices=("mlp", "conv"))
     parser.add_argument("--compile", action="store_true", help="also time each variant under torch.compile")
+    parser.add_argument("--seconds", type=float, default=0.0,
+                        help="train each variant for this much of its own step time instead of --steps, then "
+                             "print its count accuracy on 1,000 test scenes (equal wall time)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = multi_mnist(SceneConfig(counts=(1, 3), n_per_count=args.n_per_count), "train")
-    experiment, steps = ASRCount(), {}
+    experiment, steps, models = ASRCount(), {}, {}
     for name, settings in MODELS.items():
         config = cfgmod.apply(ASRConfig(counts=(1, 3), image_encoder=args.image_encoder), settings)
         model, objective = experiment.build_model(config, ExperimentData(data, None)), experiment.objective(config)
-        steps[name] = kdgm_step(model.to(args.device), objective)
+        steps[name], models[name] = kdgm_step(model.to(args.device), objective), model
         if args.compile:
-            twin = copy.deepcopy(model)
+            twin = models[f"{name} compiled"] = copy.deepcopy(model)
             steps[f"{name} compiled"] = kdgm_step(twin, torch.compile(objective, fullgraph=True))
     if importlib.util.find_spec("pyro") is not None:
-        from pyro_air import pyro_air_step
+        from pyro_air import pyro_air_counts, pyro_air_step
 
         air, pyro_step = pyro_air_step()
         air.to(args.device)
@@ -71,15 +77,22 @@ def main() -> None:
     per_epoch = len(data) // args.batch_size
     times: dict[str, list[float]] = {name: [] for name in steps}
 
-    for i in range(args.warmup + args.steps):
+    def spent(name: str) -> float:
+        return sum(times[name])
+
+    i = 0
+    while i < args.warmup + args.steps if not args.seconds else min(map(spent, steps)) < args.seconds:
         j = i % per_epoch
         batch = data.batch(order[j * args.batch_size : (j + 1) * args.batch_size]).to(args.device)
+        i += 1
         for name, step in steps.items():
+            if args.seconds and spent(name) >= args.seconds:
+                continue
             start = time.perf_counter()
             step(batch)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
-            if i >= args.warmup:
+            if i > args.warmup or args.seconds:
                 times[name].append(time.perf_counter() - start)
 
     print(f"AIR T=3 ({args.image_encoder} image encoder), batch {args.batch_size} on {args.device}, "
@@ -99,6 +112,18 @@ def main() -> None:
         print(f"kdgm AIR-ASR / {PEER}: seconds per step {ratio:.3f} (the peer's model has no penalty)")
     else:
         print(f"{PEER}: not measured (pip install -e '.[bench]' installs pyro-ppl)")
+    if args.seconds:
+        test = multi_mnist(SceneConfig(counts=(1, 3), n_per_count=500), "test")
+        x, truth = test.batch(torch.arange(len(test))).x.to(args.device), test.batch(torch.arange(len(test))).counts
+        print(f"after {args.seconds:.0f} s of training each: count accuracy on {len(test)} test scenes")
+        for name in steps:
+            if name == PEER:
+                counts = pyro_air_counts(air, x)
+            else:
+                with torch.no_grad():
+                    counts = models[name].eval()(x).count
+            accuracy = float((counts.cpu() == truth).float().mean())
+            print(f"{name:<21}{len(times[name]):>7} steps   count accuracy {accuracy:.3f}")
 
 
 def kdgm_step(model: torch.nn.Module, objective) -> Callable:
