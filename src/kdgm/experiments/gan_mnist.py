@@ -196,7 +196,7 @@ class GanMnist(Experiment):
     )
     metrics = (
         Metric("fid", "FID"),
-        Metric("kid", "KID ×10³"),
+        Metric("kid", "KID", digits=1),
         Metric("coverage", "classes covered", lower_is_better=False, digits=1),
         Metric("confidence", "judge confidence (%)", lower_is_better=False, digits=1),
         Metric("consistency", "class consistency (%)", lower_is_better=False, digits=1),

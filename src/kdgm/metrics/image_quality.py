@@ -166,14 +166,15 @@ def sample_quality(classifier: DigitClassifier, real: Tensor, fake: Tensor, requ
     """Every sample-quality metric of generated images ``fake`` against ``real`` (both (N, C, S, S) in [0, 1]).
 
     Returns:
-        ``fid``, ``kid`` (×10³, as usually printed), ``coverage`` (classes reached), ``confidence`` (mean top
+        ``fid``, ``kid`` (as measured, not ×10³ as Inception-space tables print it: in this classifier's feature
+        space KID runs into the thousands), ``coverage`` (classes reached), ``confidence`` (mean top
         probability, %), ``classifier_score`` and, when the (N,) ``requested`` classes are given, ``consistency``
         (% of samples classified as requested).
     """
     probs = _class_probabilities(classifier, fake, batch_size)  # (N, K)
     metrics = {
         "fid": frechet_distance(classifier, real, fake, batch_size),
-        "kid": 1000 * kernel_distance(classifier, real, fake, batch_size),
+        "kid": kernel_distance(classifier, real, fake, batch_size),
         "coverage": float(class_coverage(probs)),
         "confidence": 100 * float(probs.max(1).values.mean()),
         "classifier_score": classifier_score(probs),
