@@ -55,6 +55,21 @@ def test_coverage_and_consistency_see_mode_collapse(digits):
     assert every_class["classifier_score"] > 3 * one_class["classifier_score"]
 
 
+def test_within_class_diversity_is_100_for_the_data_and_0_for_one_image_per_class(digits):
+    from kdgm.metrics.image_quality import within_class_diversity
+
+    classifier, real, labels, other = digits
+    assert within_class_diversity(classifier, real, real) == pytest.approx(100.0)
+    with torch.no_grad():
+        right = classifier(real).argmax(1) == labels  # so that no two representatives share a predicted class
+    first_of_each = torch.stack([real[(labels == c) & right][0] for c in range(10)])  # (10, 1, 32, 32)
+    collapsed = first_of_each.repeat(20, 1, 1, 1)  # every class drawn as one image
+    assert within_class_diversity(classifier, real, collapsed) == pytest.approx(0.0, abs=1e-3)
+    assert 70 < within_class_diversity(classifier, real, other) < 130  # other real digits: about as varied
+    half = torch.cat([collapsed[:100], other[:100]])
+    assert 0 < within_class_diversity(classifier, real, half) < within_class_diversity(classifier, real, other)
+
+
 def test_coverage_and_classifier_score_on_hand_made_predictions():
     confident = torch.eye(4).repeat(5, 1)  # (20, 4): every class equally often, with certainty
     assert classifier_score(confident) == pytest.approx(4.0)

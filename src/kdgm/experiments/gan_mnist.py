@@ -198,6 +198,7 @@ class GanMnist(Experiment):
         Metric("fid", "FID"),
         Metric("kid", "KID", digits=1),
         Metric("coverage", "classes covered", lower_is_better=False, digits=1),
+        Metric("diversity", "within-class diversity (% of real)", lower_is_better=False, digits=1),
         Metric("confidence", "judge confidence (%)", lower_is_better=False, digits=1),
         Metric("consistency", "class consistency (%)", lower_is_better=False, digits=1),
     )
@@ -328,7 +329,7 @@ class GanMnist(Experiment):
     def report_sections(self, metrics: dict[str, Any], run: Any = None) -> list[str]:
         pairs = [(row, CONDITIONAL_BASE) for row in KNOWLEDGE.values()] + [("GAN (minimax)", "GAN (non-saturating)"),
                                                                             ("WGAN-GP", "GAN (minimax)")]
-        lines = paired_differences(metrics, pairs, ("fid", "consistency", "coverage"))
+        lines = paired_differences(metrics, pairs, ("fid", "consistency", "coverage", "diversity"))
         if run is not None:
             lines += seconds_per_step(self, run)
         return lines

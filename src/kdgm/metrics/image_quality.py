@@ -7,8 +7,9 @@ digits, so kdgm uses a small CNN trained on the same data set instead (the usual
 are comparable between kdgm runs, not with FIDs computed in Inception space. The formulas are torchmetrics'
 (``FrechetInceptionDistance`` / ``KernelInceptionDistance`` with a custom feature extractor).
 
-The same classifier makes mode collapse visible: *coverage* counts the classes the samples reach, *confidence* is its
-mean top probability and *classifier score* the Inception-Score analogue ``exp E_x KL(p(y|x) ‖ p(y))``. For a
+The same classifier makes mode collapse visible: *coverage* counts the classes the samples reach, *diversity* compares
+the spread of each class's samples with the data's (collapse within a class), *confidence* is its mean top probability
+and *classifier score* the Inception-Score analogue ``exp E_x KL(p(y|x) ‖ p(y))``. For a
 class-conditional generator, *consistency* is the share of samples classified as the class they were asked for — by a
 classifier trained on a split disjoint from the one a knowledge constraint was trained on, so that no row grades
 itself.
@@ -161,6 +162,38 @@ def kernel_distance(classifier: DigitClassifier, real: Tensor, fake: Tensor, bat
     return float(mean)
 
 
+def _features_and_classes(classifier: DigitClassifier, images: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
+    """(N, F) feature vectors and (N,) predicted classes, batched, without gradients, on the CPU."""
+    device = next(classifier.parameters()).device
+    features = []
+    with torch.no_grad():
+        for chunk in images.split(batch_size):
+            features.append(classifier.features(chunk.to(device).float()).cpu())
+    features = torch.cat(features)  # (N, F)
+    return features, classifier.head(features.to(device)).argmax(1).cpu()
+
+
+def within_class_diversity(classifier: DigitClassifier, real: Tensor, fake: Tensor, batch_size: int = 500,
+                           per_class: int = 200) -> float:
+    """How varied the samples of each class are, as a percentage of the real images' variety.
+
+    For every class the classifier assigns at least two real and two generated images to, the mean pairwise distance
+    of the generated ones' features (first ``per_class`` of them) over that of the real ones; the mean of these ratios
+    ×100. 100: as varied as the data; 0: one image per class (intra-class mode collapse, which FID in a classifier's
+    feature space and class coverage barely see). 0 also when no class has two samples.
+    """
+    def spreads(images: Tensor) -> dict[int, float]:
+        features, classes = _features_and_classes(classifier, images, batch_size)
+        return {int(c): float(torch.pdist(features[classes == c][:per_class]).mean())
+                for c in classes.unique() if int((classes == c).sum()) >= 2}
+
+    real_spread, fake_spread = spreads(real), spreads(fake)
+    common = [c for c in fake_spread if c in real_spread and real_spread[c] > 0]
+    if not common:
+        return 0.0
+    return 100 * float(np.mean([fake_spread[c] / real_spread[c] for c in common]))
+
+
 def sample_quality(classifier: DigitClassifier, real: Tensor, fake: Tensor, requested: Tensor | None = None,
                    batch_size: int = 500) -> dict[str, float]:
     """Every sample-quality metric of generated images ``fake`` against ``real`` (both (N, C, S, S) in [0, 1]).
@@ -168,8 +201,9 @@ def sample_quality(classifier: DigitClassifier, real: Tensor, fake: Tensor, requ
     Returns:
         ``fid``, ``kid`` (as measured, not ×10³ as Inception-space tables print it: in this classifier's feature
         space KID runs into the thousands), ``coverage`` (classes reached), ``confidence`` (mean top
-        probability, %), ``classifier_score`` and, when the (N,) ``requested`` classes are given, ``consistency``
-        (% of samples classified as requested).
+        probability, %), ``classifier_score``, ``diversity`` (:func:`within_class_diversity`, % of the real
+        images') and, when the (N,) ``requested`` classes are given, ``consistency`` (% of samples classified as
+        requested).
     """
     probs = _class_probabilities(classifier, fake, batch_size)  # (N, K)
     metrics = {
@@ -178,6 +212,7 @@ def sample_quality(classifier: DigitClassifier, real: Tensor, fake: Tensor, requ
         "coverage": float(class_coverage(probs)),
         "confidence": 100 * float(probs.max(1).values.mean()),
         "classifier_score": classifier_score(probs),
+        "diversity": within_class_diversity(classifier, real, fake, batch_size),
     }
     if requested is not None:
         metrics["consistency"] = 100 * float((probs.argmax(1) == requested.cpu()).float().mean())
