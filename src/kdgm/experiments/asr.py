@@ -71,8 +71,9 @@ class ASRConfig(TrainConfig):
         box_bounds: ``(c_min, c_max, eps)`` of F6/F7 in pixels; empty: the data set's :data:`BOX_BOUNDS`.
         models: the rows' models to train (AIR, AIR-pPrior, AIR-ASR), e.g. ``[AIR-ASR]`` for an ablation.
         compile: train with the objective (the model's forward included) under ``torch.compile`` as one graph.
-            Opt-in: on one CPU thread it made AIR-ASR's step 1.47× faster and AIR's and AIR-pPrior's 5% slower
-            (``python bench/air_step.py --compile``), after about a minute of compiling per run.
+            Opt-in, after about a minute of compiling per run: ``python bench/air_step.py --compile`` on 2 idle
+            cores made every row's step 1.24–1.29× faster (AIR-ASR 0.0288 → 0.0223 s), but on one thread of a
+            loaded machine AIR and AIR-pPrior ran 5% slower (AIR-ASR still 1.47× faster).
     """
 
     prior: Literal["fixed", "learned"] = "fixed"
