@@ -97,7 +97,8 @@ def main() -> None:
 
     print(f"AIR T=3 ({args.image_encoder} image encoder), batch {args.batch_size} on {args.device}, "
           f"torch threads {torch.get_num_threads()}, "
-          f"{args.steps} steps per variant (fused Adam)")
+          + (f"{args.seconds:.0f} s of steps per variant" if args.seconds else f"{args.steps} steps per variant")
+          + " (fused Adam)")
     print(f"{'variant':<21}{'s/step (median)':>17}{'images/s':>10}")
     for name, seconds in times.items():
         median = statistics.median(seconds)
