@@ -265,3 +265,17 @@ def test_gan_config_errors_write_nothing(args, message, tmp_path, cli_env, capsy
     monkeypatch.chdir(tmp_path)
     refused(["run", "gan-mnist", "--preset", "smoke", *args], message, capsys, tmp_path)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "pr_weight=2"], "pr_weight must be at most 1"),
+        (["--set", "pr_samples=0"], "pr_samples"),
+        (["--set", "levels=3"], "glow on 28x28 images takes at most 2 levels"),
+    ],
+)
+def test_flows_config_errors_write_nothing(args, message, tmp_path, cli_env, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    refused(["run", "flows-mnist", "--preset", "smoke", *args], message, capsys, tmp_path)
+    assert not (tmp_path / "runs").exists()

@@ -84,6 +84,9 @@ class FlowsConfig(TrainConfig):
         super().validate()
         if self.eval_examples > 10000:
             raise UserError(f"eval_examples must be at most 10000 (the MNIST test set), got {self.eval_examples}")
+        if self.pr_weight > 1:
+            raise UserError(f"pr_weight must be at most 1 (it balances the PR term against the data's), got "
+                            f"{self.pr_weight}")
         limit = 2 if self.model == "glow" else 3
         if self.levels > limit:
             raise UserError(f"{self.model} on 28x28 images takes at most {limit} levels (28 -> 14 -> 7), got "
