@@ -288,6 +288,8 @@ def _run_parallel(request: RunRequest, run_dir: Path) -> None:
                     unfinished.discard(key)
                     bar.update(1)
             time.sleep(0.2)
+        pool.close()  # let the workers exit on their own: terminating them leaks their semaphores (a warning at exit)
+        pool.join()
 
 
 def run(request: RunRequest) -> Path:
