@@ -179,6 +179,28 @@ def test_a_nan_loss_at_a_known_step_is_reported_at_that_step(tmp_path):
     assert not (tmp_path / "checkpoints" / LAST).exists()
 
 
+def test_an_infinite_gradient_under_grad_clip_is_a_non_finite_error_not_an_internal_one(tmp_path):
+    """A finite loss whose gradient is infinite (clip_grad_norm_ would raise RuntimeError) stops like a NaN loss."""
+    class InfiniteGradientAtStep3(ELBO):
+        calls = 0
+
+        def __call__(self, model, batch):
+            out = super().__call__(model, batch)
+            InfiniteGradientAtStep3.calls += 1
+            if InfiniteGradientAtStep3.calls != 3:
+                return out
+            w = next(model.parameters())
+            blow_up = torch.sqrt(w.abs().sum() * 0)  # value 0, gradient +inf
+            return type(out)(out.total + blow_up, out.terms)
+
+    model = VAE(z_dim=4, hidden=(32,))
+    updater = PhasedUpdater(model, [Phase("main", InfiniteGradientAtStep3(), torch.optim.SGD(model.parameters(),
+                                                                                               lr=1e-3), grad_clip=1.0)])
+    with pytest.raises(NonFiniteError, match="non-finite at step 3; nothing was saved"):
+        fit(make_fabric("cpu"), updater, BatchLoader(Tiny(40), 8), max_steps=20, folder=tmp_path,
+            checkpoint_every=10, log_every=1, tensorboard=False, progress_bar=False)
+
+
 def test_fit_sets_train_mode_and_an_updater_fits_twice(tmp_path):
     model, updater = _updater()
     model.eval()

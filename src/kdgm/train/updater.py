@@ -110,7 +110,10 @@ class PhasedUpdater:
                 phase.optimizer.zero_grad(set_to_none=True)
                 self.fabric.backward(out.total)
                 if phase.grad_clip:
-                    self.fabric.clip_gradients(self.model, phase.optimizer, max_norm=phase.grad_clip)
+                    # a non-finite gradient is not an internal error: it reaches the weights and the loop's finite
+                    # check stops the run with the step and the last good checkpoint (kdgm.train.loop)
+                    self.fabric.clip_gradients(self.model, phase.optimizer, max_norm=phase.grad_clip,
+                                               error_if_nonfinite=False)
                 phase.optimizer.step()
                 if phase.scheduler is not None:
                     phase.scheduler.step()
