@@ -315,3 +315,36 @@ def test_explicit_m_step_per_unit_divides_by_the_q_weighted_length(problem):
     torch.manual_seed(8)
     per_unit = ExplicitMStep(pr, weight=1.0, units=lambda x: torch.full((len(x),), 4.0))(model, batch).total
     torch.testing.assert_close(per_unit, whole / 4)
+
+
+def test_non_finite_samples_get_no_weight_and_no_gradient_in_the_explicit_m_step():
+    """A flow's inverse can overflow for a rare z: such samples are replaced by zeros, q ignores them, and the M-step's
+    loss and gradients stay finite (flows-mnist's thin-strokes row stopped on this)."""
+
+    class Gaussian(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mean = nn.Parameter(torch.zeros(2))
+
+        def sample(self, n: int, cond=None) -> torch.Tensor:
+            x = self.mean + torch.randn(n, 2)
+            x[::3] = float("nan")  # every third sample overflowed
+            return x
+
+        def log_prob(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+            return -0.5 * (x - self.mean).pow(2).sum(1)
+
+    model = Gaussian()
+    pr = PosteriorRegularization(FunctionConstraint(lambda x: x[:, 0], takes_cond=False), alpha=1.0, samples=6)
+    out = ExplicitMStep(pr, weight=1.0)(model, ImageBatch(x=torch.zeros(1, 2)))
+    out.total.backward()
+    assert torch.isfinite(out.total) and torch.isfinite(model.mean.grad).all() and model.mean.grad.abs().sum() > 0
+    assert all(torch.isfinite(v) for v in out.terms.values())
+    draw = pr.draw(model, ImageBatch(x=torch.zeros(1, 2)))
+    assert draw.valid.tolist() == [False, True, True, False, True, True] and torch.isfinite(draw.x).all()
+    model.sample = lambda n, cond=None: torch.full((n, 2), float("inf"))  # nothing valid: no gradient, finite terms
+    model.mean.grad = None
+    out = ExplicitMStep(pr, weight=1.0)(model, ImageBatch(x=torch.zeros(1, 2)))
+    out.total.backward()
+    assert torch.isfinite(out.total) and all(torch.isfinite(v) for v in out.terms.values())
+    assert torch.equal(model.mean.grad, torch.zeros(2))

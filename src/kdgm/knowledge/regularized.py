@@ -23,6 +23,8 @@ enumerated and q is exact.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
@@ -43,12 +45,16 @@ class Draw:
         x: the samples, S·B rows (whatever ``model.sample`` returns).
         cond: the condition tiled to S·B rows (None for an unconditional model).
         S, B: samples per condition, conditions.
+        valid: (S·B,) bool, False for samples the model returned with a non-finite value (a flow's inverse can
+            overflow for a rare z); they are replaced by zeros in ``x`` and get no weight in the explicit M-step.
+            None: all valid (or samples that are not tensors).
     """
 
     x: Any
     cond: Any
     S: int
     B: int
+    valid: Tensor | None = None
 
 
 class PosteriorRegularization:
@@ -89,7 +95,11 @@ class PosteriorRegularization:
                 x = model.sample(self.samples, **self.sample_kwargs)
             else:
                 x = model.sample(self.samples * B, tiled, **self.sample_kwargs)
-        draw = Draw(x, tiled, self.samples, B)
+        valid = None
+        if isinstance(x, Tensor) and x.is_floating_point() and not grad:
+            valid = torch.isfinite(x).flatten(1).all(1)  # (S·B,)
+            x = torch.where(valid.view(-1, *[1] * (x.dim() - 1)), x, torch.zeros_like(x))
+        draw = Draw(x, tiled, self.samples, B, valid)
         if not grad:  # detached samples can be reused by the other phases of this batch
             self._cache = (id(batch), draw)
         return draw
@@ -174,7 +184,15 @@ class ExplicitMStep:
         with torch.no_grad():
             f = self.pr.score(draw)  # (S, B)
             log_w = log_weights(f, self.pr.alpha)  # (S, B)
+            if draw.valid is not None and not bool(draw.valid.all()):  # q over the valid samples only
+                valid = draw.valid.view(draw.S, draw.B)
+                log_w = torch.where(valid, torch.log_softmax(torch.where(valid, self.pr.alpha * f, -torch.inf), 0),
+                                    -torch.inf)
+                # a condition without a valid sample: uniform weights for the diagnostics (its w is zeroed below)
+                log_w = torch.where(valid.any(0), log_w, -math.log(draw.S))
         w = log_w.exp() - (1.0 / draw.S if self.center else 0.0)  # (S, B)
+        if draw.valid is not None:
+            w = torch.where(draw.valid.view(draw.S, draw.B), w, torch.zeros_like(w))  # a replaced sample: no gradient
         log_p = model.log_prob(draw.x, draw.cond).view(draw.S, draw.B)  # (S, B)
         scale = 1.0
         if self.units is not None:  # E_q[units]: the q-weighted mean length of a sample
