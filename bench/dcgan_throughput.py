@@ -5,8 +5,8 @@ Both train the same generator and discriminator (:func:`kdgm.models.gan.dcgan`, 
 non-saturating loss, one discriminator step then one generator step per batch, Adam(2e-4, β = (0.5, 0.999)), on the
 same grey-level batches. Each variant runs in its own fresh process, alternating, best of ``--repeats``. Prints
 generator steps/s of each and the ratio (kdgm / plain; 1.0 = no overhead). kdgm's time includes setting up Fabric
-and the loop, as a user's run does, so short runs overstate its per-step overhead (300 steps on 2 idle cores:
-ratio 0.894).
+and the loop, as a user's run does, so short runs overstate its per-step overhead (2 idle cores: ratio 0.894 at 300
+steps, 1.013 at 1,500).
 
     python bench/dcgan_throughput.py [--steps 1500] [--batch-size 64] [--device cpu]
 """
