@@ -57,3 +57,13 @@ def cli_env(kdgm_cache, monkeypatch) -> dict[str, str]:
 def kdgm_command(*args: str) -> list[str]:
     """The ``kdgm`` console command run with this interpreter."""
     return [sys.executable, "-m", "kdgm.cli", *args]
+
+
+def step_every_phase(model, phases, batch) -> None:
+    """One optimizer step of each of an experiment's phases on ``batch``, in order; every loss must be finite."""
+    for phase in phases:
+        out = phase.objective(model, batch)
+        phase.optimizer.zero_grad()
+        out.total.backward()
+        phase.optimizer.step()
+        assert torch.isfinite(out.total), phase.name

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import step_every_phase
+
 from kdgm.data.batch import ImageBatch
 from kdgm.experiments.gan_mnist import ClassRecognised, GanMnist, GanMnistConfig, JudgedDigits, _Digits
 from kdgm.knowledge.confidence import TeacherLikelihood
@@ -44,12 +46,7 @@ def test_knowledge_rows_train_the_generator_with_the_constraint_and_phi_only_whe
     assert learned.learnable == (constraint == "learned")
     batch = ImageBatch(x=torch.rand(8, 1, 32, 32), y=torch.arange(8))
     before = [p.detach().clone() for p in learned.parameters()]
-    for phase in phases:
-        out = phase.objective(model, batch)
-        phase.optimizer.zero_grad()
-        out.total.backward()
-        phase.optimizer.step()
-        assert torch.isfinite(out.total)
+    step_every_phase(model, phases, batch)
     moved = any(not torch.equal(a, b) for a, b in zip(before, learned.parameters()))
     assert moved == (constraint == "learned")
     if constraint == "learned":

@@ -9,6 +9,8 @@ import json
 import pytest
 import torch
 
+from conftest import step_every_phase
+
 from kdgm.cli import main
 from kdgm.errors import UserError
 from kdgm.experiments import EXPERIMENTS
@@ -75,12 +77,7 @@ def test_rows_wire_their_phases(constraint, tiny):
     batch = data.train.batch(torch.arange(4))
     parser = phases[1].modules["constraint"].parser if constraint != "none" else None
     before = {k: v.clone() for k, v in parser.state_dict().items()} if parser is not None else None
-    for phase in phases:
-        out = phase.objective(model, batch)
-        phase.optimizer.zero_grad()
-        out.total.backward()
-        phase.optimizer.step()
-        assert torch.isfinite(out.total)
+    step_every_phase(model, phases, batch)
     if parser is not None:  # only the φ-step moves the parser
         assert _states_equal(parser.state_dict(), before) == (constraint == "fixed")
         assert _states_equal(data.constraint_parser.state_dict(), before)  # the cached parser is untouched

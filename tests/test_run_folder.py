@@ -253,29 +253,18 @@ def test_every_experiments_run_record_reads_back_equal(name, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "name, args, message",
     [
-        (["--set", "eval_samples=20000"], "eval_samples and progress_samples must be at most 10000"),
-        (["--set", "beta1=1"], "beta1 and beta2 must be below 1"),
-        (["--set", "constraint=fixed"], "the class constraint needs a class-conditional generator"),
-        (["--set", "loss=dual"], "loss"),
+        ("gan-mnist", ["--set", "eval_samples=20000"], "eval_samples and progress_samples must be at most 10000"),
+        ("gan-mnist", ["--set", "beta1=1"], "beta1 and beta2 must be below 1"),
+        ("gan-mnist", ["--set", "constraint=fixed"], "the class constraint needs a class-conditional generator"),
+        ("gan-mnist", ["--set", "loss=dual"], "loss"),
+        ("flows-mnist", ["--set", "pr_weight=2"], "pr_weight must be at most 1"),
+        ("flows-mnist", ["--set", "pr_samples=0"], "pr_samples"),
+        ("flows-mnist", ["--set", "levels=3"], "glow on 28x28 images takes at most 2 levels"),
     ],
 )
-def test_gan_config_errors_write_nothing(args, message, tmp_path, cli_env, capsys, monkeypatch):
+def test_experiment_config_errors_write_nothing(name, args, message, tmp_path, cli_env, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    refused(["run", "gan-mnist", "--preset", "smoke", *args], message, capsys, tmp_path)
-    assert not (tmp_path / "runs").exists()
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--set", "pr_weight=2"], "pr_weight must be at most 1"),
-        (["--set", "pr_samples=0"], "pr_samples"),
-        (["--set", "levels=3"], "glow on 28x28 images takes at most 2 levels"),
-    ],
-)
-def test_flows_config_errors_write_nothing(args, message, tmp_path, cli_env, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    refused(["run", "flows-mnist", "--preset", "smoke", *args], message, capsys, tmp_path)
+    refused(["run", name, "--preset", "smoke", *args], message, capsys, tmp_path)
     assert not (tmp_path / "runs").exists()

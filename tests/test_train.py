@@ -162,43 +162,39 @@ def test_non_finite_training_keeps_the_last_good_checkpoint_and_names_the_step(t
     assert all(torch.isfinite(t).all() for t in kept["model"].values())
 
 
-def test_a_nan_loss_at_a_known_step_is_reported_at_that_step(tmp_path):
-    class NaNAtStep5(ELBO):
+def _nan_loss(model, total):
+    return total * float("nan")
+
+
+def _infinite_gradient(model, total):
+    return total + torch.sqrt(next(model.parameters()).abs().sum() * 0)  # value 0, gradient +inf
+
+
+@pytest.mark.parametrize(
+    "fault, step, lr, grad_clip, log_every",
+    [
+        (_nan_loss, 5, 0.0, None, 10),
+        # a finite loss whose gradient is infinite: clip_grad_norm_ would raise RuntimeError (an internal error)
+        (_infinite_gradient, 3, 1e-3, 1.0, 1),
+    ],
+    ids=["nan-loss", "infinite-gradient-under-grad-clip"],
+)
+def test_a_fault_at_a_known_step_is_a_non_finite_error_at_that_step(fault, step, lr, grad_clip, log_every, tmp_path):
+    class FaultAtStep(ELBO):
         calls = 0
 
         def __call__(self, model, batch):
             out = super().__call__(model, batch)
-            NaNAtStep5.calls += 1
-            return out if NaNAtStep5.calls != 5 else type(out)(out.total * float("nan"), out.terms)
+            FaultAtStep.calls += 1
+            return out if FaultAtStep.calls != step else type(out)(fault(model, out.total), out.terms)
 
     model = VAE(z_dim=4, hidden=(32,))
-    updater = PhasedUpdater(model, [Phase("main", NaNAtStep5(), torch.optim.SGD(model.parameters(), lr=0.0))])
-    with pytest.raises(NonFiniteError, match="at step 5; nothing was saved"):
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    updater = PhasedUpdater(model, [Phase("main", FaultAtStep(), optimizer, grad_clip=grad_clip)])
+    with pytest.raises(NonFiniteError, match=f"non-finite at step {step}; nothing was saved"):
         fit(make_fabric("cpu"), updater, BatchLoader(Tiny(40), 8), max_steps=20, folder=tmp_path,
-            checkpoint_every=10, log_every=10, tensorboard=False, progress_bar=False)
+            checkpoint_every=10, log_every=log_every, tensorboard=False, progress_bar=False)
     assert not (tmp_path / "checkpoints" / LAST).exists()
-
-
-def test_an_infinite_gradient_under_grad_clip_is_a_non_finite_error_not_an_internal_one(tmp_path):
-    """A finite loss whose gradient is infinite (clip_grad_norm_ would raise RuntimeError) stops like a NaN loss."""
-    class InfiniteGradientAtStep3(ELBO):
-        calls = 0
-
-        def __call__(self, model, batch):
-            out = super().__call__(model, batch)
-            InfiniteGradientAtStep3.calls += 1
-            if InfiniteGradientAtStep3.calls != 3:
-                return out
-            w = next(model.parameters())
-            blow_up = torch.sqrt(w.abs().sum() * 0)  # value 0, gradient +inf
-            return type(out)(out.total + blow_up, out.terms)
-
-    model = VAE(z_dim=4, hidden=(32,))
-    updater = PhasedUpdater(model, [Phase("main", InfiniteGradientAtStep3(), torch.optim.SGD(model.parameters(),
-                                                                                               lr=1e-3), grad_clip=1.0)])
-    with pytest.raises(NonFiniteError, match="non-finite at step 3; nothing was saved"):
-        fit(make_fabric("cpu"), updater, BatchLoader(Tiny(40), 8), max_steps=20, folder=tmp_path,
-            checkpoint_every=10, log_every=1, tensorboard=False, progress_bar=False)
 
 
 def test_fit_sets_train_mode_and_an_updater_fits_twice(tmp_path):

@@ -354,28 +354,44 @@ def redraw_figures(run_dir: Path) -> list[Path]:
     """Draw each training run's model figures again from the first seed's checkpoint (after the figure code
     changed, or for a run whose figures were lost), then the comparison figures; returns the files written."""
     run = load_run(Path(run_dir))
-    seed = run.seeds[0]
-    paths = []
-    for row in training_runs(run.experiment, run.config).values():
-        if not (seed_folder(run.path, row, seed) / "checkpoints" / LAST).exists():
-            continue
-        cfg, data, model = _restore(run, row, seed)
+    keep = _draws_comparisons(run.experiment)  # then each model serves its own figures and the comparison
+    paths, models, test = [], {}, None
+    for row, cfg, data, model in _first_seed_models(run):
         with torch.no_grad():
             paths += run.experiment.figures(cfg, model, data.test, run.path / "figures" / slug(row.run_name))
-    return paths + draw_comparisons(run.path)
+        if keep:
+            models[row.name], test = model, data.test
+    return paths + _comparisons(run, models, test)
 
 
 def draw_comparisons(run_dir: Path) -> list[Path]:
     """The experiment's figures across rows (:meth:`Experiment.comparison_figures`) from the first seed's
     checkpoints of every trained row; nothing when the experiment draws none or no row has a checkpoint."""
     run = load_run(Path(run_dir))
-    if type(run.experiment).comparison_figures is Experiment.comparison_figures:
+    if not _draws_comparisons(run.experiment):
         return []
-    seed, data, models = run.seeds[0], None, {}
+    models, test = {}, None
+    for row, _, data, model in _first_seed_models(run, share_data=True):
+        models[row.name], test = model, data.test
+    return _comparisons(run, models, test)
+
+
+def _draws_comparisons(experiment: Experiment) -> bool:
+    return type(experiment).comparison_figures is not Experiment.comparison_figures
+
+
+def _first_seed_models(run: Run, share_data: bool = False):
+    """(row, row config, data, model) of every training run with a checkpoint for the first seed; ``share_data``
+    loads the data once for all rows (the comparison figures' experiments: rows that differ only by method)."""
+    seed, data = run.seeds[0], None
     for row in training_runs(run.experiment, run.config).values():
         if (seed_folder(run.path, row, seed) / "checkpoints" / LAST).exists():
-            _, data, models[row.name] = _restore(run, row, seed, data)
-    if not models:
+            cfg, data, model = _restore(run, row, seed, data if share_data else None)
+            yield row, cfg, data, model
+
+
+def _comparisons(run: Run, models: dict[str, torch.nn.Module], test: Any) -> list[Path]:
+    if not models or not _draws_comparisons(run.experiment):
         return []
     with torch.no_grad():
-        return run.experiment.comparison_figures(models, data.test, run.path / "figures")
+        return run.experiment.comparison_figures(models, test, run.path / "figures")

@@ -106,12 +106,22 @@ def cached_classifier(name: str, build_data: Callable[[], tuple[Tensor, Tensor]]
     return model.eval()
 
 
-def _class_probabilities(classifier: nn.Module, images: Tensor, batch_size: int) -> Tensor:
-    """(N, K) p(y|x) of the classifier, batched, without gradients, on the classifier's device."""
-    device = next(classifier.parameters()).device
+def _features(classifier: DigitClassifier, images: Tensor, batch_size: int) -> Tensor:
+    """(N, F) the classifier's feature vectors of the images, batched on its device, without gradients, on the CPU."""
     with torch.no_grad():
-        return torch.cat([torch.softmax(classifier(chunk.to(device).float()), -1).cpu()
+        return torch.cat([classifier.features(chunk.to(_device(classifier)).float()).cpu()
                           for chunk in images.split(batch_size)])
+
+
+def _class_probabilities(classifier: DigitClassifier, images: Tensor, batch_size: int) -> Tensor:
+    """(N, K) p(y|x) of the classifier, on the CPU."""
+    features = _features(classifier, images, batch_size)  # (N, F)
+    with torch.no_grad():
+        return torch.softmax(classifier.head(features.to(_device(classifier))), -1).cpu()
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def class_coverage(probs: Tensor, min_share: float = 0.1) -> int:
@@ -162,17 +172,6 @@ def kernel_distance(classifier: DigitClassifier, real: Tensor, fake: Tensor, bat
     return float(mean)
 
 
-def _features_and_classes(classifier: DigitClassifier, images: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
-    """(N, F) feature vectors and (N,) predicted classes, batched, without gradients, on the CPU."""
-    device = next(classifier.parameters()).device
-    features = []
-    with torch.no_grad():
-        for chunk in images.split(batch_size):
-            features.append(classifier.features(chunk.to(device).float()).cpu())
-    features = torch.cat(features)  # (N, F)
-    return features, classifier.head(features.to(device)).argmax(1).cpu()
-
-
 def within_class_diversity(classifier: DigitClassifier, real: Tensor, fake: Tensor, batch_size: int = 500,
                            per_class: int = 200) -> float:
     """How varied the samples of each class are, as a percentage of the real images' variety.
@@ -183,7 +182,9 @@ def within_class_diversity(classifier: DigitClassifier, real: Tensor, fake: Tens
     feature space and class coverage barely see). 0 also when no class has two samples.
     """
     def spreads(images: Tensor) -> dict[int, float]:
-        features, classes = _features_and_classes(classifier, images, batch_size)
+        features = _features(classifier, images, batch_size)  # (N, F)
+        with torch.no_grad():
+            classes = classifier.head(features.to(_device(classifier))).argmax(1).cpu()  # (N,)
         return {int(c): float(torch.pdist(features[classes == c][:per_class]).mean())
                 for c in classes.unique() if int((classes == c).sum()) >= 2}
 
