@@ -101,7 +101,7 @@ class TemplateInfillConfig(TrainConfig):
         embed_dim, hidden, dropout: the model (:class:`kdgm.models.infill.TemplateInfiller`).
         alpha: α of q ∝ p exp(α f). samples: S per template. pr_conditions: templates of each batch that get S
             samples (the others only the likelihood term; sampling is the step's main cost).
-        pr_weight: the PR term's share of the M-step, beside maximum likelihood. center: centre the weights.
+        pr_weight: the PR term's weight in the M-step, added to maximum likelihood. center: centre the weights.
         temperature: of the E-step's proposal samples. phi_lr: the constraint's learning rate.
         f_penalty: weight of E[f²] in the φ-steps (keeps f bounded). constraint_dim: f_φ's word vectors.
         eval_examples: test sentences for the perplexities (0: all). sample_examples: test templates sampled for
@@ -141,8 +141,8 @@ class TemplateInfillConfig(TrainConfig):
         super().validate()
         if self.vocab_size < 10:
             raise UserError(f"vocab_size must be at least 10, got {self.vocab_size}")
-        if self.pr_weight > 1 or self.dropout >= 1:
-            raise UserError(f"pr_weight must be at most 1 and dropout below 1, got {self.pr_weight}, {self.dropout}")
+        if self.dropout >= 1:
+            raise UserError(f"dropout must be below 1, got {self.dropout}")
         if self.hidden % 2:
             raise UserError(f"hidden must be even (two encoder directions), got {self.hidden}")
 
@@ -214,7 +214,7 @@ class TemplateInfill(Experiment):
             "units; the paper does not specify its base network), pre-trained by maximum likelihood for "
             f"{config.steps} steps of {config.batch_size} sentences; every row then fine-tunes the same base for "
             f"{config.finetune_steps} steps (lr {config.finetune_lr}).",
-            f"PR rows: M-step = (1 − {config.pr_weight})·MLE + {config.pr_weight}·q-weighted likelihood of "
+            f"PR rows: M-step = MLE + {config.pr_weight}·q-weighted likelihood of "
             f"{config.samples} samples (temperature {config.temperature}) for {config.pr_conditions} templates per "
             f"batch, centred weights: {config.center}, per token (divided by the q-weighted sample length, as the "
             f"per-token likelihood beside it); α = {config.alpha}; φ-steps with E[f²] penalty {config.f_penalty}.",

@@ -148,13 +148,13 @@ class PosteriorRegularization:
         return self.alpha * f_data - log_z, squares, terms
 
 
-def _blend(base: Objective | None, model: nn.Module, batch, weight: float, knowledge: Tensor,
-           terms: dict[str, Tensor]) -> LossOutput:
-    """``(1 − weight)·base + weight·knowledge`` (just ``knowledge`` without a base), with both sides' terms."""
+def _beside(base: Objective | None, model: nn.Module, batch, weight: float, knowledge: Tensor,
+            terms: dict[str, Tensor]) -> LossOutput:
+    """``base + weight·knowledge`` (``weight·knowledge`` without a base), with both sides' terms."""
     if base is None:
-        return LossOutput(knowledge, terms)
+        return LossOutput(weight * knowledge, terms)
     out = base(model, batch)
-    return LossOutput((1 - weight) * out.total + weight * knowledge, {**out.terms, **terms}, out.outputs)
+    return LossOutput(out.total + weight * knowledge, {**out.terms, **terms}, out.outputs)
 
 
 class ExplicitMStep:
@@ -162,9 +162,12 @@ class ExplicitMStep:
 
     Args:
         pr: the E-step (constraint, α, samples).
-        base: the model's ordinary objective on the data (maximum likelihood, an ELBO), kept beside the PR term as
-            in distillation: ``(1 − weight)·base + weight·PR``. None: the PR term alone.
-        weight: the balance of the PR term (π of distillation).
+        base: the model's ordinary objective on the data (maximum likelihood, an ELBO), kept at full weight beside
+            the PR term: ``base + weight·PR``, the objective ``min_{θ,q} L(θ) + α L(θ, q)`` of the slide "Posterior
+            Regularization" (001; its α is ``weight`` here, its λ the E-step's α). None: the PR term alone.
+        weight: the weight of the PR term. Not distillation's convex ``(1 − π)·base + π·teacher``: at 0.5 that halves
+            the data likelihood's step, and a row fine-tuned that way is compared with continued maximum likelihood
+            at a different learning rate, not only a different method.
         center: use ``w_s − 1/S`` instead of ``w_s``. Unbiased, since ``E_p[∇ log p_θ] = 0``, and it only moves
             p_θ where q differs from p: uniform weights (a constraint that says nothing) give no gradient at all.
         units: (N,) units of each sample (a sentence's tokens) to put the PR term on the scale of a per-unit base
@@ -175,8 +178,8 @@ class ExplicitMStep:
 
     def __init__(self, pr: PosteriorRegularization, base: Objective | None = None, weight: float = 0.5,
                  center: bool = True, units: Callable[[Any], Tensor] | None = None) -> None:
-        if not 0 <= weight <= 1:
-            raise ValueError(f"weight must be in [0, 1], got {weight}")
+        if not weight >= 0:
+            raise ValueError(f"weight must be non-negative, got {weight}")
         self.pr, self.base, self.weight, self.center, self.units = pr, base, weight, center, units
 
     def __call__(self, model: nn.Module, batch) -> LossOutput:
@@ -199,7 +202,7 @@ class ExplicitMStep:
             scale = (log_w.exp() * self.units(draw.x).view(draw.S, draw.B).to(log_p.dtype)).sum(0).mean()
         pr_loss = -(w * log_p).sum(0).mean() / scale
         terms = {"pr_nll": (-(log_w.exp() * log_p).sum(0).mean() / scale).detach(), **self.pr.diagnostics(f, log_w)}
-        return _blend(self.base, model, batch, self.weight, pr_loss, terms)
+        return _beside(self.base, model, batch, self.weight, pr_loss, terms)
 
 
 class ImplicitMStep:
