@@ -312,16 +312,17 @@ def test_thin_strokes_scores_thick_ink_only():
     torch.testing.assert_close(thin_strokes(x), torch.tensor([0.0, -9 / 784, 0.0]))
 
 
-def test_the_thin_strokes_row_trains_glow_by_the_explicit_m_step():
+@pytest.mark.parametrize("row", ["Glow + thin strokes", "Glow + no specks"])
+def test_the_knowledge_rows_train_glow_by_the_explicit_m_step(row):
     from kdgm import config as cfgmod
-    from kdgm.experiments.flows_mnist import THIN, FlowsConfig, FlowsMnist
+    from kdgm.experiments.flows_mnist import FlowsConfig, FlowsMnist
     from kdgm.experiments.rundir import row_config
     from kdgm.knowledge import ExplicitMStep
 
     experiment = FlowsMnist()
     base = cfgmod.apply(FlowsConfig(), experiment.presets["smoke"].values)
     rows = {row.name: row for row in experiment.rows}
-    config = row_config(experiment, base, rows[THIN])
+    config = row_config(experiment, base, rows[row])
     model = experiment.build_model(config, None)
     objective = experiment.phases(config, model, None)[0].objective
     assert isinstance(objective, ExplicitMStep) and objective.pr.samples == config.pr_samples
@@ -330,3 +331,15 @@ def test_the_thin_strokes_row_trains_glow_by_the_explicit_m_step():
     out = objective(model, ImageBatch(x=torch.rand(4, 1, 28, 28)))
     out.total.backward()
     assert torch.isfinite(out.total) and "ess" in out.terms
+
+
+def test_isolated_ink_counts_specks_only():
+    from kdgm.experiments.flows_mnist import isolated_ink, no_specks
+
+    x = torch.zeros(3, 1, 28, 28)
+    x[0, 0, 5:20, 10:11] = 1.0  # a stroke one pixel wide: every ink pixel has an ink neighbour
+    x[1, 0, 3, 3] = x[1, 0, 10, 20] = x[1, 0, 0, 27] = 1.0  # three specks, one in a corner
+    x[1, 0, 10, 22] = 1.0  # two pixels apart: still a speck (its nearest ink is not a neighbour)
+    x[2, 0, 4, 4] = x[2, 0, 5, 5] = 1.0  # diagonal neighbours: no speck
+    torch.testing.assert_close(isolated_ink(x), torch.tensor([0.0, 4.0, 0.0]))
+    torch.testing.assert_close(no_specks(x), -isolated_ink(x))
