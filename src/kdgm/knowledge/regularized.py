@@ -46,7 +46,8 @@ class Draw:
         cond: the condition tiled to S·B rows (None for an unconditional model).
         S, B: samples per condition, conditions.
         valid: (S·B,) bool, False for samples the model returned with a non-finite value (a flow's inverse can
-            overflow for a rare z); they are replaced by zeros in ``x`` and get no weight in the explicit M-step.
+            overflow for a rare z), replaced by zeros in ``x``, and, after an explicit M-step, for samples without a
+            finite log-density (see :meth:`ExplicitMStep._log_prob`); they get no weight in the explicit M-step.
             None: all valid (or samples that are not tensors).
     """
 
@@ -184,25 +185,47 @@ class ExplicitMStep:
 
     def __call__(self, model: nn.Module, batch) -> LossOutput:
         draw = self.pr.draw(model, batch)
+        log_p, valid = self._log_prob(model, draw)  # (S, B), (S, B) bool or None
         with torch.no_grad():
             f = self.pr.score(draw)  # (S, B)
             log_w = log_weights(f, self.pr.alpha)  # (S, B)
-            if draw.valid is not None and not bool(draw.valid.all()):  # q over the valid samples only
-                valid = draw.valid.view(draw.S, draw.B)
+            if valid is not None and not bool(valid.all()):  # q over the valid samples only
                 log_w = torch.where(valid, torch.log_softmax(torch.where(valid, self.pr.alpha * f, -torch.inf), 0),
                                     -torch.inf)
                 # a condition without a valid sample: uniform weights for the diagnostics (its w is zeroed below)
                 log_w = torch.where(valid.any(0), log_w, -math.log(draw.S))
         w = log_w.exp() - (1.0 / draw.S if self.center else 0.0)  # (S, B)
-        if draw.valid is not None:
-            w = torch.where(draw.valid.view(draw.S, draw.B), w, torch.zeros_like(w))  # a replaced sample: no gradient
-        log_p = model.log_prob(draw.x, draw.cond).view(draw.S, draw.B)  # (S, B)
+        if valid is not None:
+            w = torch.where(valid, w, torch.zeros_like(w))  # a replaced sample: no gradient
         scale = 1.0
         if self.units is not None:  # E_q[units]: the q-weighted mean length of a sample
             scale = (log_w.exp() * self.units(draw.x).view(draw.S, draw.B).to(log_p.dtype)).sum(0).mean()
         pr_loss = -(w * log_p).sum(0).mean() / scale
         terms = {"pr_nll": (-(log_w.exp() * log_p).sum(0).mean() / scale).detach(), **self.pr.diagnostics(f, log_w)}
         return _beside(self.base, model, batch, self.weight, pr_loss, terms)
+
+    @staticmethod
+    def _log_prob(model: nn.Module, draw: Draw) -> tuple[Tensor, Tensor | None]:
+        """(S, B) log p_θ of the samples, and which samples are valid ((S, B) bool; None: all).
+
+        A sample can be finite and still have no finite density under the model that drew it: a flow's inverse
+        logit saturates to exactly 0 or 1 in float32 for an extreme z, and the forward logit of that is infinite.
+        Such samples join the invalid ones (no weight) and are replaced by a copy of a valid sample, whose density is
+        finite, and log p is evaluated again, so that no infinity reaches the backward pass (a zero weight times an
+        infinite log-density's gradient is NaN).
+        """
+        valid = draw.valid
+        log_p = model.log_prob(draw.x, draw.cond)  # (S·B,)
+        if isinstance(draw.x, Tensor):
+            finite = torch.isfinite(log_p)  # (S·B,)
+            if not bool(finite.all()):
+                valid = finite if valid is None else valid & finite
+                keep = valid.view(-1, *[1] * (draw.x.dim() - 1))  # (S·B, 1, …)
+                stand_in = draw.x[valid.nonzero()[0, 0]] if bool(valid.any()) else torch.zeros_like(draw.x[0])
+                draw.x = torch.where(keep, draw.x, stand_in)  # (S·B, …)
+                draw.valid = valid
+                log_p = torch.where(valid, model.log_prob(draw.x, draw.cond), 0.0)  # (S·B,)
+        return log_p.view(draw.S, draw.B), None if valid is None else valid.view(draw.S, draw.B)
 
 
 class ImplicitMStep:
