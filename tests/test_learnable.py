@@ -375,3 +375,22 @@ def test_finite_samples_without_a_finite_density_get_no_weight_and_no_gradient()
     # the two valid samples (x = 0.5) share q's weight: −Σ w ∂log p/∂shift = −(1/2 + 1/2)·0.5
     torch.testing.assert_close(model.shift.grad, torch.tensor(-0.5))
     assert all(torch.isfinite(v) for v in out.terms.values())
+
+
+def test_samples_below_min_log_prob_get_no_weight():
+    class Gaussian(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mean = nn.Parameter(torch.zeros(1))
+
+        def sample(self, n: int, cond=None) -> torch.Tensor:
+            return torch.tensor([[1.0], [1e4], [1.0], [1.0]])  # one sample lost far in the tail
+
+        def log_prob(self, x: torch.Tensor, cond=None) -> torch.Tensor:
+            return -0.5 * (x - self.mean).pow(2).sum(1)
+
+    model = Gaussian()
+    pr = PosteriorRegularization(FunctionConstraint(lambda x: torch.zeros(len(x)), takes_cond=False), samples=4)
+    ExplicitMStep(pr, weight=1.0, center=False, min_log_prob=-100.0)(model, ImageBatch(x=torch.zeros(1, 1))).total.backward()
+    # three valid samples at x = 1 share q: −Σ w ∂log p/∂mean = −(x − mean) = −1; the outlier adds nothing
+    torch.testing.assert_close(model.mean.grad, torch.tensor([-1.0]))

@@ -175,7 +175,8 @@ class FlowsMnist(Experiment):
         if config.constraint != "none":
             pr = PosteriorRegularization(FunctionConstraint(CONSTRAINTS[config.constraint], takes_cond=False),
                                          config.pr_alpha, config.pr_samples)
-            objective = ExplicitMStep(pr, base=objective, weight=config.pr_weight)
+            # data digits have log p ≈ +3,000 nats: a sample below −10,000 is one the inverse lost to float32
+            objective = ExplicitMStep(pr, base=objective, weight=config.pr_weight, min_log_prob=-1e4)
         return [Phase("main", objective, optimizer, schedule(optimizer, config), grad_clip=config.grad_clip)]
 
     def evaluate(self, config: FlowsConfig, model: nn.Module, test: DequantizedMNIST, final: bool) -> dict[str, float]:
