@@ -394,3 +394,26 @@ def test_samples_below_min_log_prob_get_no_weight():
     ExplicitMStep(pr, weight=1.0, center=False, min_log_prob=-100.0)(model, ImageBatch(x=torch.zeros(1, 1))).total.backward()
     # three valid samples at x = 1 share q: −Σ w ∂log p/∂mean = −(x − mean) = −1; the outlier adds nothing
     torch.testing.assert_close(model.mean.grad, torch.tensor([-1.0]))
+
+
+def test_the_explicit_m_step_shows_the_model_its_data_before_its_samples():
+    """Glow's actnorm initialises itself from the first batch it sees in training: that must be data. With the
+    samples first, every PR row of flows-mnist lost 0.6–1.1 bits/dim whatever the PR weight."""
+    import copy
+
+    from kdgm.models.flows import Glow
+    from kdgm.models.flows.layers import ActNorm
+    from kdgm.objectives import MaximumLikelihood
+
+    torch.manual_seed(0)
+    model = Glow(image_shape=(1, 8, 8), levels=1, steps=1, hidden=8)
+    reference = copy.deepcopy(model)
+    data = torch.rand(32, 1, 8, 8) * 0.2  # dark images, unlike the random model's samples
+    pr = PosteriorRegularization(FunctionConstraint(lambda x: -x.flatten(1).mean(1), takes_cond=False), samples=4)
+    ExplicitMStep(pr, base=MaximumLikelihood(), weight=1.0)(model, ImageBatch(x=data))
+    reference.log_prob(data)  # initialised from the data alone
+    norms = [(a, b) for a, b in zip(model.modules(), reference.modules()) if isinstance(a, ActNorm)]
+    assert norms and all(bool(a.initialized) for a, _ in norms)
+    for a, b in norms:
+        for (name, x), y in zip(a.named_parameters(), b.parameters()):
+            torch.testing.assert_close(x, y, msg=name)
