@@ -82,7 +82,7 @@ class FlowsConfig(TrainConfig):
         constraint: ``none``, ``thin`` or ``specks`` (the explicit PR M-step with :func:`thin_strokes` or
             :func:`no_specks`; fixed by each row).
         pr_alpha: α of ``q ∝ p_θ exp(α f)``. pr_samples: S samples of the model per step. pr_weight: w, the weight of
-            the q-weighted sample likelihood, added to the data's.
+            the q-weighted sample likelihood, added to the data's. pr_center: centre the weights (w_s − 1/S).
     """
 
     model: Literal["realnvp", "glow"] = "glow"
@@ -99,6 +99,7 @@ class FlowsConfig(TrainConfig):
     pr_alpha: float = 50.0
     pr_samples: int = 16
     pr_weight: float = 0.1
+    pr_center: bool = True
 
     positive = TrainConfig.positive + ("levels", "flow_steps", "hidden", "eval_examples", "eval_batch", "pr_samples")
     non_negative = TrainConfig.non_negative + ("pr_alpha", "pr_weight")
@@ -176,7 +177,8 @@ class FlowsMnist(Experiment):
             pr = PosteriorRegularization(FunctionConstraint(CONSTRAINTS[config.constraint], takes_cond=False),
                                          config.pr_alpha, config.pr_samples)
             # data digits have log p ≈ +3,000 nats: a sample below −10,000 is one the inverse lost to float32
-            objective = ExplicitMStep(pr, base=objective, weight=config.pr_weight, min_log_prob=-1e4)
+            objective = ExplicitMStep(pr, base=objective, weight=config.pr_weight, center=config.pr_center,
+                                      min_log_prob=-1e4)
         return [Phase("main", objective, optimizer, schedule(optimizer, config), grad_clip=config.grad_clip)]
 
     def evaluate(self, config: FlowsConfig, model: nn.Module, test: DequantizedMNIST, final: bool) -> dict[str, float]:
