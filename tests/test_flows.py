@@ -315,7 +315,7 @@ def test_thin_strokes_scores_thick_ink_only():
 @pytest.mark.parametrize("row", ["Glow + thin strokes", "Glow + no specks"])
 def test_the_knowledge_rows_train_glow_by_the_explicit_m_step(row):
     from kdgm import config as cfgmod
-    from kdgm.experiments.flows_mnist import FlowsConfig, FlowsMnist
+    from kdgm.experiments.flows_mnist import CONSTRAINTS, FlowsConfig, FlowsMnist
     from kdgm.experiments.rundir import row_config
     from kdgm.knowledge import ExplicitMStep
 
@@ -326,6 +326,7 @@ def test_the_knowledge_rows_train_glow_by_the_explicit_m_step(row):
     model = experiment.build_model(config, None)
     objective = experiment.phases(config, model, None)[0].objective
     assert isinstance(objective, ExplicitMStep) and objective.pr.samples == config.pr_samples
+    assert objective.pr.constraint.fn is CONSTRAINTS[config.constraint] and objective.min_log_prob is not None
     assert not isinstance(experiment.phases(row_config(experiment, base, rows["Glow"]), model, None)[0].objective,
                           ExplicitMStep)
     out = objective(model, ImageBatch(x=torch.rand(4, 1, 28, 28)))

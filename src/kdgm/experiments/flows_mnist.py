@@ -55,8 +55,8 @@ def isolated_ink(x: Tensor) -> Tensor:
     """(B,) the number of ink pixels (> 0.5) of each image (B, 1, H, W) none of whose 8 neighbours is ink: specks.
 
     Knowledge that holds for the data (a digit is drawn in connected strokes: 0.005 specks per MNIST test digit, one
-    digit in 250 has any) and that a flow breaks (17% of a quick Glow's samples have a speck, 0.25 per sample on
-    average); :func:`thin_strokes` is the other kind, a constraint the data itself breaks (MNIST strokes are thicker
+    digit in 250 has any) and that a flow breaks (17% of a quick Glow's samples have a speck, 0.25–0.32 per sample
+    on average); :func:`thin_strokes` is the other kind, a constraint the data itself breaks (MNIST strokes are thicker
     than it allows)."""
     ink = (x > 0.5).float()  # (B, 1, H, W)
     neighbours = F.conv2d(ink, x.new_ones(1, 1, 3, 3), padding=1) - ink  # (B, 1, H, W) ink among the 8 neighbours
@@ -153,7 +153,7 @@ class FlowsMnist(Experiment):
             f"{THIN}: the explicit PR M-step with f = thin strokes (no 3×3 block of ink), α = {config.pr_alpha}, "
             f"{config.pr_samples} samples per step, weight {config.pr_weight} beside the data likelihood (our "
             "constraint; the lecture and Hu et al. give no flow experiment). `thin`: mean f ×100 of 500 samples "
-            "(MNIST test digits: −1.58: the data breaks this constraint).",
+            "(MNIST test digits: about −1.5: the data breaks this constraint).",
             f"{SPECKS}: the same M-step with f = −(isolated ink pixels), α = 1 (knowledge the data keeps: 0.005 "
             "specks per test digit); `specks`: their mean number in 500 samples.",
         ]
