@@ -279,13 +279,12 @@ class ImplicitMStep:
             advantage = f - f.mean(0, keepdim=True)  # (S, B): the mean is the baseline
             loss = -self.pr.alpha * (advantage * log_p).mean()
         terms = {"f_p": f.mean().detach()}
-        knowledge = self.weight * loss
-        if self.base is None:
-            return LossOutput(knowledge, terms)
-        shared = (self.estimator == "pathwise" and self.share_samples and draw.S == 1 and draw.cond is not None
-                  and hasattr(self.base, "on_samples"))
-        out = self.base.on_samples(model, batch, draw.x) if shared else self.base(model, batch)
-        return LossOutput(out.total + knowledge, {**out.terms, **terms}, out.outputs)
+        out = None
+        if self.base is not None:
+            shared = (self.estimator == "pathwise" and self.share_samples and draw.S == 1 and draw.cond is not None
+                      and hasattr(self.base, "on_samples"))
+            out = self.base.on_samples(model, batch, draw.x) if shared else self.base(model, batch)
+        return _beside(out, self.weight, loss, terms)
 
 
 class SampleMaximisation:
