@@ -15,7 +15,8 @@ from kdgm.knowledge.structural import (
     log_count_distribution, overlap_functionals, where_to_boxes, where_to_pixels,
 )
 from kdgm.metrics.scenes import (
-    InkThresholdCounter, box_iou, count_accuracy, inferred_boxes, ink_threshold_counts, matched_miou, squared_error,
+    InkThresholdCounter, best_square_miou, box_iou, count_accuracy, inferred_boxes, ink_threshold_counts, matched_miou,
+    squared_error,
 )
 from kdgm.objectives.base import LossOutput
 
@@ -302,6 +303,40 @@ def test_inferred_boxes_from_z_where_round_trip_to_miou_one():
     assert torch.allclose(boxes[0, :2], TRUE[0, :2].double())
     assert float(matched_miou(boxes, counts, TRUE, [2])[0]) == pytest.approx(1.0)
 
+
+
+def test_best_square_miou_matches_a_brute_force_search_over_square_windows():
+    """The bound against windows placed and sized by brute force: every centre and side on a 0.5 px grid."""
+    rng = np.random.default_rng(0)
+    corners = rng.integers(0, 20, size=(6, 2, 2))  # (B, N, 2)
+    sides = rng.integers(3, 12, size=(6, 2, 2))  # (B, N, 2) widths and heights
+    boxes = torch.tensor(np.concatenate([corners, corners + sides], 2), dtype=torch.float64)  # (B, N, 4)
+    counts = torch.tensor([2, 2, 2, 1, 2, 2])
+    c_min, c_max, eps = 4.0, 11.0, 1.5
+    grid = torch.arange(0, 40.5, 0.5, dtype=torch.float64)
+    for b in range(len(boxes)):
+        best = 0.0
+        for s in itertools.product(torch.arange(c_min, c_max + 0.25, 0.5).tolist(), repeat=int(counts[b])):
+            if max(s) - min(s) > eps:
+                continue
+            total = 0.0
+            for box, side in zip(boxes[b], s):
+                x0, y0 = torch.meshgrid(grid, grid, indexing="ij")
+                windows = torch.stack([x0, y0, x0 + side, y0 + side], -1).view(-1, 4)  # every placement
+                total += float(box_iou(windows, box[None]).max())
+            best = max(best, total / int(counts[b]))
+        bound = float(best_square_miou(boxes[b:b + 1], counts[b:b + 1], c_min, c_max, eps, resolution=0.01)[0])
+        assert best - 1e-9 <= bound <= best + 0.02  # the grids are 0.5 px; the bound searches finer
+
+
+def test_best_square_miou_closed_forms():
+    square = torch.tensor([[[0.0, 0.0, 10.0, 10.0]]])
+    assert float(best_square_miou(square, [1])[0]) == pytest.approx(1.0)
+    assert float(best_square_miou(square, [1], c_min=20.0)[0]) == pytest.approx(0.25)  # 100 / 400
+    wide = torch.tensor([[[0.0, 0.0, 16.0, 8.0]]])  # aspect 1/2: the best square has side sqrt(128)
+    r = math.sqrt(0.5)
+    assert float(best_square_miou(wide, [1])[0]) == pytest.approx(r / (2 - r))
+    assert best_square_miou(torch.zeros(1, 2, 4), [0]).tolist() == [1.0]  # an empty scene, as matched_miou
 
 def _blob_images(counts, rng, size=20):
     """Images with ``count`` non-overlapping 4 x 4 blobs of random brightness in distinct cells of a 4 x 4 grid."""

@@ -16,6 +16,7 @@ of :class:`kdgm.data.batch.SceneBatch`; :func:`inferred_boxes` converts AIR's ``
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -108,6 +109,51 @@ def matched_miou(pred_boxes, pred_counts, true_boxes: Tensor, true_counts) -> Te
         rows, cols = linear_sum_assignment(pairs, maximize=True)
         scores[b] = pairs[rows, cols].sum() / max(n_pred, n_true)
     return torch.from_numpy(scores)
+
+
+def square_iou(width: Tensor, height: Tensor, side: Tensor) -> Tensor:
+    """IoU of a ``width`` × ``height`` box with the square of side ``side`` centred on it (broadcast shapes).
+
+    Centring maximises the overlap of a box and a square of given sizes, so this is the best IoU a square window of
+    that side can reach on the box.
+    """
+    inter = torch.minimum(side, width) * torch.minimum(side, height)
+    return inter / (width * height + side * side - inter)
+
+
+def best_square_miou(true_boxes: Tensor, true_counts, c_min: float = 0.0, c_max: float = math.inf,
+                     eps: float = math.inf, resolution: float = 0.05) -> Tensor:
+    """(B,) the highest mIoU that square windows (AIR's: one scale for both sides) can reach on each scene, with
+    every side in ``[c_min, c_max]`` (the ASR overlap penalty's F6) and all sides of a scene within ``eps`` of one
+    another (F7), i.e. in ``[a, a + eps]`` for some a.
+
+    An upper bound on the mIoU of any model of that kind under those bounds: windows may overlap and leave the image
+    here (F1–F5 are relaxed), and each window is centred on its object and given its best side, which is
+    ``clip(√(w·h), lo, hi)`` (the IoU of a centred square is unimodal in its side, largest at √(w·h)). With a finite
+    ``eps`` the interval's start a is searched on a grid of step ``resolution`` pixels.
+
+    Args:
+        true_boxes: (B, N, 4) boxes ``(x_min, y_min, x_max, y_max)``, rows past ``true_counts`` ignored.
+        true_counts: (B,) objects per scene (each counted as in :func:`matched_miou`: a perfect prediction of the
+            count, its windows matched one-to-one).
+    """
+    boxes = torch.as_tensor(true_boxes, dtype=torch.float64)
+    counts = torch.as_tensor(true_counts).long()
+    if not 0 <= c_min <= c_max or eps < 0:
+        raise ValueError(f"need 0 <= c_min <= c_max and eps >= 0, got c_min={c_min}, c_max={c_max}, eps={eps}")
+    width, height = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]  # (B, N)
+    real = torch.arange(boxes.shape[1])[None, :] < counts[:, None]  # (B, N)
+    width, height = torch.where(real, width, 1.0), torch.where(real, height, 1.0)  # padding: any positive box
+    best = (width * height).sqrt()  # (B, N) the unconstrained best side
+    if eps >= c_max - c_min:  # F7 cannot bind inside F6's range
+        starts = torch.tensor([c_min], dtype=torch.float64)
+        eps = c_max - c_min
+    else:
+        starts = torch.arange(c_min, c_max - eps + resolution / 2, resolution, dtype=torch.float64).clamp(max=c_max - eps)
+    side = torch.minimum(torch.maximum(best[None], starts[:, None, None]), starts[:, None, None] + eps)  # (A, B, N)
+    iou = square_iou(width[None], height[None], side) * real[None]  # (A, B, N)
+    per_scene = iou.sum(2).max(0).values  # (B,) the best start for each scene
+    return torch.where(counts > 0, per_scene / counts.clamp(min=1), torch.ones_like(per_scene))
 
 
 class InkThresholdCounter:
