@@ -334,6 +334,26 @@ def test_the_knowledge_rows_train_glow_by_the_explicit_m_step(row):
     assert torch.isfinite(out.total) and "ess" in out.terms
 
 
+
+def test_the_knowledge_rows_and_their_base_fine_tune_the_glow_row_alike():
+    """The paired design: the constraint rows and "Glow, continued" start from the Glow row's weights and differ
+    from one another only in the constraint (same steps, learning rate and schedule)."""
+    from dataclasses import asdict
+    from kdgm import config as cfgmod
+    from kdgm.experiments.flows_mnist import CONTINUED, SPECKS, THIN, FlowsConfig, FlowsMnist
+    from kdgm.experiments.rundir import row_config
+
+    experiment = FlowsMnist()
+    base = cfgmod.apply(FlowsConfig(), experiment.presets["quick"].values)
+    rows = {row.name: row for row in experiment.rows}
+    configs = {name: asdict(row_config(experiment, base, rows[name])) for name in (CONTINUED, THIN, SPECKS)}
+    for name, config in configs.items():
+        assert rows[name].init_from == "Glow"
+        assert (config["steps"], config["lr"], config["warmup_steps"]) == (base.finetune_steps, base.finetune_lr, 0)
+        differing = {key for key in config if config[key] != configs[CONTINUED][key]}
+        assert differing <= {"constraint", "pr_alpha"}, name
+    assert asdict(row_config(experiment, base, rows["Glow"]))["steps"] == base.steps
+
 def test_isolated_ink_counts_specks_only():
     from kdgm.experiments.flows_mnist import isolated_ink, no_specks
 
