@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -74,6 +74,13 @@ class TrainConfig:
             raise UserError(f"select={self.select!r} needs periodic evaluation: set eval_every > 0")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise UserError(f"grad_clip must be positive or null, got {self.grad_clip}")
+
+    def fine_tuning(self, steps: int, lr: float) -> TrainConfig:
+        """This config for a run that fine-tunes a trained model (a row with ``init_from``): ``steps`` steps at
+        ``lr`` with no warm-up, evaluating and checkpointing at least once within them."""
+        return replace(self, steps=steps, lr=lr, warmup_steps=0,
+                       eval_every=self.eval_every and min(self.eval_every, steps),
+                       checkpoint_every=min(self.checkpoint_every, steps))
 
 
 @dataclass

@@ -23,7 +23,7 @@ constraints on 500 samples at temperature 1, so each effect is read beside its c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -160,11 +160,7 @@ class FlowsMnist(Experiment):
     data_parallel = False  # actnorm initialises from the first batch each process sees
 
     def run_config(self, config: FlowsConfig) -> FlowsConfig:
-        if not config.finetune:
-            return config
-        return replace(config, steps=config.finetune_steps, lr=config.finetune_lr, warmup_steps=0,
-                       eval_every=config.eval_every and min(config.eval_every, config.finetune_steps),
-                       checkpoint_every=min(config.checkpoint_every, config.finetune_steps))
+        return config.fine_tuning(config.finetune_steps, config.finetune_lr) if config.finetune else config
 
     def differences(self, config: FlowsConfig) -> list[str]:
         return [

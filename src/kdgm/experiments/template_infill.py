@@ -201,9 +201,7 @@ class TemplateInfill(Experiment):
     def run_config(self, config: TemplateInfillConfig) -> TemplateInfillConfig:
         if config.method == "pretrain":
             return config
-        eval_every = config.eval_every and min(config.eval_every, config.finetune_steps)
-        return replace(config, steps=config.finetune_steps, lr=config.finetune_lr, warmup_steps=0,
-                       eval_every=eval_every, checkpoint_every=min(config.checkpoint_every, config.finetune_steps))
+        return config.fine_tuning(config.finetune_steps, config.finetune_lr)
 
     def differences(self, config: TemplateInfillConfig) -> list[str]:
         return [
