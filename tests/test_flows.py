@@ -334,7 +334,6 @@ def test_the_knowledge_rows_train_glow_by_the_explicit_m_step(row):
     assert torch.isfinite(out.total) and "ess" in out.terms
 
 
-
 def test_the_knowledge_rows_and_their_base_fine_tune_the_glow_row_alike():
     """The paired design: the constraint rows and "Glow, continued" start from the Glow row's weights and differ
     from one another only in the constraint (same steps, learning rate and schedule)."""
@@ -353,6 +352,7 @@ def test_the_knowledge_rows_and_their_base_fine_tune_the_glow_row_alike():
         differing = {key for key in config if config[key] != configs[CONTINUED][key]}
         assert differing <= {"constraint", "pr_alpha"}, name
     assert asdict(row_config(experiment, base, rows["Glow"]))["steps"] == base.steps
+
 
 def test_isolated_ink_counts_specks_only():
     from kdgm.experiments.flows_mnist import isolated_ink, no_specks

@@ -304,7 +304,6 @@ def test_inferred_boxes_from_z_where_round_trip_to_miou_one():
     assert float(matched_miou(boxes, counts, TRUE, [2])[0]) == pytest.approx(1.0)
 
 
-
 def test_best_square_miou_matches_a_brute_force_search_over_square_windows():
     """The bound against windows placed and sized by brute force: every centre and side on a 0.5 px grid."""
     rng = np.random.default_rng(0)
@@ -314,6 +313,7 @@ def test_best_square_miou_matches_a_brute_force_search_over_square_windows():
     counts = torch.tensor([2, 2, 2, 1, 2, 2])
     c_min, c_max, eps = 4.0, 11.0, 1.5
     grid = torch.arange(0, 40.5, 0.5, dtype=torch.float64)
+    x0, y0 = torch.meshgrid(grid, grid, indexing="ij")  # every top-left corner of a window
     for b in range(len(boxes)):
         best = 0.0
         for s in itertools.product(torch.arange(c_min, c_max + 0.25, 0.5).tolist(), repeat=int(counts[b])):
@@ -321,7 +321,6 @@ def test_best_square_miou_matches_a_brute_force_search_over_square_windows():
                 continue
             total = 0.0
             for box, side in zip(boxes[b], s):
-                x0, y0 = torch.meshgrid(grid, grid, indexing="ij")
                 windows = torch.stack([x0, y0, x0 + side, y0 + side], -1).view(-1, 4)  # every placement
                 total += float(box_iou(windows, box[None]).max())
             best = max(best, total / int(counts[b]))
@@ -337,6 +336,7 @@ def test_best_square_miou_closed_forms():
     r = math.sqrt(0.5)
     assert float(best_square_miou(wide, [1])[0]) == pytest.approx(r / (2 - r))
     assert best_square_miou(torch.zeros(1, 2, 4), [0]).tolist() == [1.0]  # an empty scene, as matched_miou
+
 
 def _blob_images(counts, rng, size=20):
     """Images with ``count`` non-overlapping 4 x 4 blobs of random brightness in distinct cells of a 4 x 4 grid."""
