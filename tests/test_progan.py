@@ -1,5 +1,5 @@
 """Progressive GAN (Karras et al. 2018): the growth schedule, the fade-in on both sides, the equalized-learning-rate
-layers, pixel norm, minibatch stddev, the GAN interface at every stage, and training (and resuming) under
+layers, pixel norm, the GAN interface at every stage, and training (and resuming) under
 :class:`Growing`."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from kdgm.knowledge.regularized import ImplicitMStep, PosteriorRegularization
 from kdgm.objectives.adversarial import DiscriminatorLoss, GeneratorLoss
 from kdgm.objectives.base import Progress
 from kdgm.models.progan import (
-    EqualizedConv2d, EqualizedLinear, Growing, MinibatchStdDev, PixelNorm, ProGAN, growth_schedule, progan,
+    EqualizedConv2d, EqualizedLinear, Growing, PixelNorm, ProGAN, growth_schedule, progan,
     stage_widths, training_fraction,
 )
 
@@ -112,17 +112,6 @@ def test_pixel_norm_gives_unit_mean_square_per_pixel():
     x = 3.0 * torch.randn(4, 6, 5, 5) + 1.0  # (B, C, H, W)
     torch.testing.assert_close(PixelNorm()(x).pow(2).mean(1), torch.ones(4, 5, 5))
     torch.testing.assert_close(PixelNorm()(torch.randn(7, 10)).pow(2).mean(1), torch.ones(7))  # latents
-
-
-def test_minibatch_stddev_adds_one_channel_with_the_batch_std():
-    x = torch.randn(8, 3, 4, 4)
-    out = MinibatchStdDev()(x)
-    assert out.shape == (8, 4, 4, 4)
-    torch.testing.assert_close(out[:, :3], x)
-    expected = x.std(0, unbiased=False).mean()  # per feature and pixel over the batch, then averaged
-    torch.testing.assert_close(out[:, 3], expected.expand(8, 4, 4), rtol=1e-5, atol=1e-6)
-    assert torch.isfinite(MinibatchStdDev()(x[:1])).all()  # a batch of one
-    assert MinibatchStdDev()(x.new_ones(8, 3, 4, 4))[:, 3].max() < 1e-3  # no variation: (almost) zero
 
 
 def test_stage_widths_halve_from_the_coarsest_resolution():

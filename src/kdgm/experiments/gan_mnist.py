@@ -13,8 +13,9 @@ Rows, on MNIST padded to 32×32 (grey levels in [0, 1]):
   (β₁ = 0, β₂ = 0.99) as Karras et al. (2018).
 - BigGAN (:mod:`kdgm.models.biggan`), small: hinge loss, 2 critic steps per generator step, orthogonal
   regularisation, a moving average of the generator's weights (the samples evaluated), Adam (β₁ = 0).
-- Conditional DCGAN and its knowledge rows: the constraint "a classifier recognises the requested class",
-  ``f(x, y) = log p_clf(y | x)``, added to the generator through the implicit M-step of posterior regularization
+- Conditional DCGAN (a projection discriminator that also sees the minibatch standard deviation within each class,
+  :mod:`kdgm.models.minibatch_std`) and its knowledge rows: the constraint "a classifier recognises the requested
+  class", ``f(x, y) = log p_clf(y | x)``, added to the generator through the implicit M-step of posterior regularization
   (:class:`kdgm.knowledge.ImplicitMStep`, Hu et al. 2018) — *fixed* (a classifier trained beforehand, frozen) or
   *learned* (the same classifier as initialisation, updated by the φ-step :class:`kdgm.knowledge.TeacherLikelihood`
   with real digits as data and generated ones as samples of q). All three start from the same initialisation.
@@ -81,6 +82,8 @@ class GanMnistConfig(TrainConfig):
 
     Attributes:
         model: ``dcgan`` / ``progan`` / ``biggan`` (fixed by each row). conditional: a class-conditional DCGAN.
+            minibatch_std: the DCGAN discriminator's minibatch standard deviation (within each class when
+            conditional; :class:`kdgm.models.minibatch_std.MinibatchStdDev`).
         loss: the adversarial loss. n_critic: critic steps per generator step. clip: WGAN weight clipping range
             (0: none). gradient_penalty: λ of WGAN-GP (0: none). optimizer: ``adam`` (β₁ = beta1, β₂ = beta2) or
             ``rmsprop`` (the WGAN paper's).
@@ -100,6 +103,7 @@ class GanMnistConfig(TrainConfig):
 
     model: Literal["dcgan", "progan", "biggan"] = "dcgan"
     conditional: bool = False
+    minibatch_std: bool = False
     loss: Literal["minimax", "nonsaturating", "wasserstein", "hinge"] = "nonsaturating"
     n_critic: int = 1
     clip: float = 0.0
@@ -192,9 +196,11 @@ class GanMnist(Experiment):
                                 "beta1": 0.0, "beta2": 0.99}),
         Row("BigGAN (class-conditional)", {"model": "biggan", "loss": "hinge", "n_critic": 2, "beta1": 0.0,
                                            "beta2": 0.999}),
-        Row(CONDITIONAL_BASE, {"conditional": True}),
-        Row(KNOWLEDGE["fixed"], {"conditional": True, "constraint": "fixed"}),
-        Row(KNOWLEDGE["learned"], {"conditional": True, "constraint": "learned"}),
+        # the conditional rows' discriminator sees the minibatch standard deviation within each class: without it
+        # they drew about one image per class (within-class diversity 33 % of the data's at quick, 21 % seed 0)
+        Row(CONDITIONAL_BASE, {"conditional": True, "minibatch_std": True}),
+        Row(KNOWLEDGE["fixed"], {"conditional": True, "minibatch_std": True, "constraint": "fixed"}),
+        Row(KNOWLEDGE["learned"], {"conditional": True, "minibatch_std": True, "constraint": "learned"}),
     )
     metrics = (
         Metric("fid", "FID"),
@@ -241,7 +247,7 @@ class GanMnist(Experiment):
             model.set_progress(0.0)  # grows from 4×4 as training progresses
             return model
         return dcgan(config.z_dim, 1, 32, config.width, CLASSES if config.conditional else 0,
-                     d_norm="none" if config.gradient_penalty else "batch")
+                     d_norm="none" if config.gradient_penalty else "batch", minibatch_std=config.minibatch_std)
 
     def phases(self, config: GanMnistConfig, model: nn.Module, data: _Digits) -> list[Phase]:
         critic = DiscriminatorLoss(config.loss, config.gradient_penalty)

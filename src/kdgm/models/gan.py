@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from kdgm.models.minibatch_std import MinibatchStdDev
 
 # image size → (side of the coarsest feature map, number of stride-2 resolution changes)
 SIZES = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
@@ -69,10 +70,15 @@ class DCGANDiscriminator(nn.Module):
     alike). ``norm="none"`` is for WGAN-GP, whose per-example gradient penalty batch norm would break (Gulrajani et
     al. 2017 drop it from the critic). With classes it is a projection discriminator (Miyato & Koyama 2018):
     ``ψ(h) + ⟨embed(y), h⟩`` on the features h.
+
+    ``minibatch_std=True`` appends Progressive GAN's minibatch standard deviation to the last feature map, taken
+    within each class for a conditional discriminator (:class:`kdgm.models.minibatch_std.MinibatchStdDev`): batch
+    norm lets the discriminator see a batch of copies, but a generator that draws one image per class still gives a
+    varied batch, and the conditional DCGAN of ``gan-mnist`` collapsed that way without it.
     """
 
     def __init__(self, channels: int = 1, image_size: int = 28, width: int = 32, num_classes: int = 0,
-                 norm: str = "batch") -> None:
+                 norm: str = "batch", minibatch_std: bool = False) -> None:
         super().__init__()
         base, doublings = _layout(image_size)
         layers: list[nn.Module] = []
@@ -86,13 +92,18 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.LeakyReLU(0.2)]
             c_in = c_out
         self.features = nn.Sequential(*layers)
+        self.stddev = MinibatchStdDev() if minibatch_std else None
+        c_in += 1 if minibatch_std else 0
         self.head = nn.Linear(c_in * base * base, 1)
         self.embed = nn.Embedding(num_classes, c_in * base * base) if num_classes else None
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, std=0.02)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
-        h = self.features(x).flatten(1)  # (B, F)
+        h = self.features(x)  # (B, C, base, base)
+        if self.stddev is not None:
+            h = self.stddev(h, y)  # (B, C + 1, base, base): the group is y's class (the batch when unconditional)
+        h = h.flatten(1)  # (B, F)
         logit = self.head(h).squeeze(1)  # (B,)
         return logit if self.embed is None else logit + (self.embed(y) * h).sum(1)
 
@@ -145,8 +156,9 @@ class GAN(nn.Module):
 
 
 def dcgan(z_dim: int = 64, channels: int = 1, image_size: int = 28, width: int = 32, num_classes: int = 0,
-          d_norm: str = "batch") -> GAN:
+          d_norm: str = "batch", minibatch_std: bool = False) -> GAN:
     """A DCGAN generator and discriminator for ``image_size`` × ``image_size`` images (class-conditional with
-    ``num_classes``; ``d_norm="none"`` for a WGAN-GP critic)."""
+    ``num_classes``; ``d_norm="none"`` for a WGAN-GP critic; ``minibatch_std`` for the discriminator's minibatch
+    standard deviation, within each class when conditional)."""
     return GAN(DCGANGenerator(z_dim, channels, image_size, width, num_classes),
-               DCGANDiscriminator(channels, image_size, width, num_classes, d_norm), z_dim, num_classes)
+               DCGANDiscriminator(channels, image_size, width, num_classes, d_norm, minibatch_std), z_dim, num_classes)

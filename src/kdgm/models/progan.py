@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdgm.models.minibatch_std import MinibatchStdDev
 from kdgm.objectives.base import LossOutput, Objective, Progress
 
 
@@ -127,22 +128,6 @@ class PixelNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + self.eps)  # (B, C, ...)
-
-
-class MinibatchStdDev(nn.Module):
-    """Minibatch standard deviation (section 3): the standard deviation of each feature at each pixel over the
-    minibatch, averaged to one number and appended as a constant feature map. A generator whose samples lack
-    variation shows it in this channel, which the discriminator can use. (The biased estimate plus ε, as in the
-    paper's code, so that a batch of one gives ``sqrt(ε)``, not NaN.)"""
-
-    def __init__(self, eps: float = 1e-8) -> None:
-        super().__init__()
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        std = torch.sqrt(x.var(0, unbiased=False) + self.eps)  # (C, H, W)
-        feature = std.mean().expand(x.shape[0], 1, *x.shape[2:])  # (B, 1, H, W)
-        return torch.cat([x, feature], 1)  # (B, C + 1, H, W)
 
 
 def _act(x: Tensor) -> Tensor:
