@@ -196,11 +196,10 @@ class GanMnist(Experiment):
         Row("Progressive GAN", {"model": "progan", "loss": "wasserstein", "gradient_penalty": 10.0, "lr": 1e-3,
                                 "beta1": 0.0, "beta2": 0.99}),
         # BigGAN at 2e-4 (DCGAN's lr) was still drawing class-blind blobs after 1,500 steps (FID 391, class consistency
-        # 12 %, seed 0); 4e-3 gave FID 57 and 97 % / 81 % in seeds 0 / 1 (FID at 1e-3: 285 / 331, 2e-3: 129 / 87, 8e-3:
-        # 106 / not run). Spectral
-        # normalisation makes each layer invariant to its weights' scale, and Adam moves each weight by about lr per
-        # step: the orthogonally initialised weights of layers this narrow are 3–10× larger than BigGAN's, so the same
-        # lr turns them far more slowly
+        # 12 %, seed 0); 4e-3 gave FID 57 and 97 % / 81 % in seeds 0 / 1 (FID at 1e-3: 285 / 331, 2e-3: 129 / 87,
+        # 8e-3: 106 in seed 0). Spectral normalisation makes each layer invariant to its weights' scale, and Adam moves
+        # each weight by about lr per step: the orthogonally initialised weights of layers this narrow are 3–10× larger
+        # than BigGAN's, so the same lr turns them far more slowly
         Row("BigGAN (class-conditional)", {"model": "biggan", "loss": "hinge", "n_critic": 2, "beta1": 0.0,
                                            "beta2": 0.999, "lr": 4e-3}),
         # the conditional rows' discriminator sees the minibatch standard deviation within each class: without it
