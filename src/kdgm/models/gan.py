@@ -74,7 +74,7 @@ class DCGANDiscriminator(nn.Module):
     ``minibatch_std=True`` appends Progressive GAN's minibatch standard deviation to the last feature map, taken
     within each class for a conditional discriminator (:class:`kdgm.models.minibatch_std.MinibatchStdDev`): batch
     norm lets the discriminator see a batch of copies, but a generator that draws one image per class still gives a
-    varied batch, and the conditional DCGAN of ``gan-mnist`` collapsed that way without it.
+    varied batch. (On ``gan-mnist``'s conditional rows it did not prevent that collapse: off there.)
     """
 
     def __init__(self, channels: int = 1, image_size: int = 28, width: int = 32, num_classes: int = 0,
