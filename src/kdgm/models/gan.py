@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from kdgm.models.minibatch_std import MinibatchStdDev
 
+
 # image size → (side of the coarsest feature map, number of stride-2 resolution changes)
 SIZES = {28: (7, 2), 32: (4, 3), 64: (4, 4)}
 
