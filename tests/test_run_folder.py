@@ -20,7 +20,7 @@ from kdgm.experiments import EXPERIMENTS, runner
 from kdgm.experiments.base import Row
 from kdgm.experiments.rundir import slug
 from kdgm.experiments.vae_mnist import VAEMnist
-from kdgm.train.checkpoint import LAST, load_checkpoint, save_checkpoint
+from kdgm.train.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 
 SMOKE = ["run", "vae-mnist", "--preset", "smoke", "--set", "tensorboard=false"]
 
@@ -232,6 +232,28 @@ def test_a_fine_tuning_row_starts_from_its_base_run_of_the_same_seed(tmp_path, c
             torch.testing.assert_close(fine[key], pre[key], msg=key)
     first = "encoder.1.0.weight"
     assert not torch.equal(weights("pre", 0)[first], weights("pre", 1)[first])
+
+
+def test_a_fine_tuning_row_starts_from_the_dev_selected_weights_of_its_base(tmp_path, cli_env, capsys):
+    """Where the base run selected its weights on dev (best.ckpt), the fine-tuning row starts from those, the
+    weights the base row's line of the table reports, not from its last step."""
+    if _FineTuned.name not in EXPERIMENTS:
+        EXPERIMENTS.register(_FineTuned.name, _FineTuned())
+    run_dir = tmp_path / "run"
+    args = ["run", _FineTuned.name, "--preset", "smoke", "--seeds", "1", "--out", str(run_dir),
+            "--set", "tensorboard=false"]
+    assert main(args) == 0
+    pre, fine = run_dir / "rows" / "pre" / "seed0", run_dir / "rows" / "fine" / "seed0"
+    last = load_checkpoint(pre / "checkpoints" / LAST)
+    selected = {key: value * 0.9 if value.is_floating_point() else value  # weights unlike the last step's
+                for key, value in last["model"].items()}
+    save_checkpoint({"step": 1, "value": 0.0, "model": selected, "identity": last["identity"]},
+                    pre / "checkpoints", BEST)
+    shutil.rmtree(fine)  # train the fine-tuning row again, from the selected weights
+    assert main(args + ["--resume"]) == 0
+    tuned = load_checkpoint(fine / "checkpoints" / LAST)["model"]
+    for key in selected:  # lr 1e-12: the fine-tuning row stays where it started
+        torch.testing.assert_close(tuned[key], selected[key], msg=key)
 
 
 def test_experiments_that_cannot_train_data_parallel_say_so(tmp_path, cli_env, capsys, monkeypatch):

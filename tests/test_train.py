@@ -19,7 +19,7 @@ from kdgm.errors import NonFiniteError, UserError
 from kdgm.experiments.base import TrainConfig
 from kdgm.models.vae import VAE
 from kdgm.objectives.elbo import ELBO
-from kdgm.train.checkpoint import LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from kdgm.train.checkpoint import BEST, LAST, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from kdgm.train.fabric import make_fabric
 from kdgm.train.loop import fit
 from kdgm.train.logs import read_csv
@@ -205,6 +205,25 @@ def test_fit_sets_train_mode_and_an_updater_fits_twice(tmp_path):
     assert model.training
     result = fit(make_fabric("cpu"), updater, loader, max_steps=3, progress_bar=False)  # continues on a new Fabric
     assert result.steps == 3
+
+
+@pytest.mark.parametrize("lower, best_step", [(False, 4), (True, 2)], ids=["higher-is-better", "lower-is-better"])
+def test_select_keeps_the_weights_of_the_best_evaluation(tmp_path, lower, best_step):
+    """Model selection: best.ckpt holds the weights of the step whose metric was best (a perplexity: the lowest)."""
+    model, updater = _updater()
+    scores = iter([3.0, 1.0, 2.0, 5.0, 4.0])  # evaluations at steps 1..4, then the final one at step 5
+    weights = {}
+
+    def evaluate():
+        weights[len(weights) + 1] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"metric": next(scores)}
+
+    fit(make_fabric("cpu"), updater, BatchLoader(Tiny(40), 8, seed=5), max_steps=5, folder=tmp_path,
+        evaluate=evaluate, eval_every=1, select="metric", select_lower=lower, tensorboard=False, progress_bar=False)
+    best = load_checkpoint(tmp_path / "checkpoints" / BEST)
+    assert best["step"] == best_step
+    for key, value in best["model"].items():
+        torch.testing.assert_close(value, weights[best_step][key], msg=key)
 
 
 def test_stale_temporary_checkpoint_files_are_removed(tmp_path):

@@ -188,11 +188,12 @@ def train_one(fabric, experiment: Experiment, config: TrainConfig, seed: int, fo
         fabric, updater, loader, max_steps=config.steps, folder=folder, resume=resume, identity=identity,
         evaluate=evaluate if config.eval_every else None, eval_every=config.eval_every,
         checkpoint_every=config.checkpoint_every, log_every=config.log_every, select=config.select,
+        select_lower=any(m.key == config.select and m.lower_is_better for m in experiment.metrics),
         tensorboard=config.tensorboard, desc=desc, progress_bar=progress_bar,
     )
-    best = folder / "checkpoints" / BEST
-    if config.select and best.exists():  # model selection: evaluate the weights that did best on dev
-        load_model_state(_unwrap(raw), load_checkpoint(best, identity=identity)["model"], best)
+    if config.select:  # model selection: evaluate the weights that did best on dev
+        final = final_weights(folder)
+        load_model_state(_unwrap(raw), load_checkpoint(final, identity=identity)["model"], final)
     raw.eval()
     with torch.no_grad():
         metrics = experiment.evaluate(config, raw, data.test, final=True)
@@ -210,6 +211,13 @@ def _pending(run: Run, rows: list[Row] | None = None) -> list[tuple[Row, int]]:
     return [(row, seed) for row in rows for seed in run.seeds if run.read_result(row, seed) is None]
 
 
+def final_weights(folder: Path) -> Path:
+    """The checkpoint whose weights a run's table line reports: ``best.ckpt`` where the run selected its weights
+    on dev (``select``), else ``last.ckpt``. Fine-tuning rows start from it, and ``kdgm sample`` draws from it."""
+    best = folder / "checkpoints" / BEST
+    return best if best.exists() else folder / "checkpoints" / LAST
+
+
 def _train_and_record(fabric, run: Run, row: Row, seed: int, resume: bool, progress_bar: bool | None) -> None:
     folder = seed_folder(run.path, row, seed)
     figures_dir = run.path / "figures" / slug(row.run_name) if seed == run.seeds[0] else None
@@ -217,7 +225,7 @@ def _train_and_record(fabric, run: Run, row: Row, seed: int, resume: bool, progr
     init = None
     if row.init_from:
         source = training_runs(run.experiment, run.config)[row.init_from]
-        init = seed_folder(run.path, source, seed) / "checkpoints" / LAST
+        init = final_weights(seed_folder(run.path, source, seed))
     outcome = train_one(fabric, run.experiment, row_config(run.experiment, run.config, row), seed, folder,
                         identity=identity, resume=resume, threads=run.record["threads"], init=init,
                         figures_dir=figures_dir,
@@ -319,9 +327,9 @@ def run(request: RunRequest) -> Path:
 
 def _restore(run: Run, row: Row, seed: int, data: ExperimentData | None = None
              ) -> tuple[TrainConfig, ExperimentData, torch.nn.Module]:
-    """(row config, data, model in eval mode) with the weights of ``row``'s last checkpoint for ``seed``; ``data``
-    reuses data already loaded for another row of the same seed."""
-    ckpt = seed_folder(run.path, row, seed) / "checkpoints" / LAST
+    """(row config, data, model in eval mode) with the final weights of ``row`` for ``seed``
+    (:func:`final_weights`); ``data`` reuses data already loaded for another row of the same seed."""
+    ckpt = final_weights(seed_folder(run.path, row, seed))
     if not ckpt.exists():
         raise UserError(f"no checkpoint for row {row.name!r} seed {seed} in {run.path}; train it with kdgm run first")
     cfg = row_config(run.experiment, run.config, row)

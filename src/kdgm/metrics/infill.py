@@ -52,4 +52,5 @@ def infill_bleu(samples: Sequence[Sequence[str]], templates: Sequence[Sequence[s
     import sacrebleu
 
     hypotheses = [" ".join(extract_infill(s, t) or []) for s, t in zip(samples, templates)]
-    return sacrebleu.corpus_bleu(hypotheses, [[" ".join(r) for r in references]], tokenize="none").score
+    return sacrebleu.corpus_bleu(hypotheses, [[" ".join(r) for r in references]], tokenize="none",
+                                force=True).score  # already tokenised words: no detokenisation warning

@@ -64,6 +64,7 @@ def fit(
     checkpoint_every: int = 0,
     log_every: int = 50,
     select: str = "",
+    select_lower: bool = False,
     tensorboard: bool = True,
     desc: str = "train",
     progress_bar: bool | None = None,
@@ -82,8 +83,9 @@ def fit(
             checkpoint with another one is refused on resume.
         evaluate: called every ``eval_every`` steps and at the end; returns metrics to log.
         checkpoint_every: steps between checkpoints (0: only at the end).
-        select: an evaluation metric (higher is better); the weights that score best on it are saved as
-            ``checkpoints/best.ckpt`` (model selection on a dev set).
+        select: an evaluation metric; the weights that score best on it are saved as ``checkpoints/best.ckpt``
+            (model selection on a dev set).
+        select_lower: the selected metric is better when lower (a perplexity); by default higher (an accuracy).
         log_every: steps between log rows (terms are averaged over them).
         progress_bar: show a tqdm bar; ``None`` shows it on an interactive terminal only.
     """
@@ -155,8 +157,9 @@ def fit(
         if best is not None and is_main:
             if select not in metrics:
                 raise UserError(f"select={select!r} is not among the evaluation metrics {sorted(metrics)}")
-            if metrics[select] > best_value:
-                best_value = metrics[select]
+            score = -metrics[select] if select_lower else metrics[select]  # higher is better from here on
+            if score > best_value:
+                best_value = score
                 model_state = _unwrap(updater.model).state_dict()
                 check_finite(step)
                 save_checkpoint({"step": step, "value": best_value, "model": model_state, "identity": identity},
