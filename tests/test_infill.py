@@ -10,12 +10,15 @@ import pytest
 import torch
 
 from conftest import sentiment_data_dir
+from kdgm.cli import main
 from kdgm.data.templates import (
     BLANK, BLANK_ID, BOS_ID, EOS_ID, InfillCondition, Sentences, blank_spans, load_templates, make_template,
 )
 from kdgm.experiments.template_infill import InfillMatch
 from kdgm.metrics.infill import distinct_n, extract_infill, infill_bleu, perplexity, template_adherence
 from kdgm.models.infill import TemplateInfiller, sample_categorical
+from kdgm.train.checkpoint import BEST, load_checkpoint
+from kdgm.train.logs import read_csv
 
 
 def test_blank_spans_are_one_or_two_short_separate_spans_that_keep_a_word():
@@ -177,3 +180,18 @@ def test_the_review_data_splits_by_review_with_templates():
     train = {tuple(s) for s in splits.train.words(splits.train.target, splits.train.target_lengths)}
     test = {tuple(s) for s in splits.test.words(splits.test.target, splits.test.target_lengths)}
     assert len(train & test) < 5  # different reviews (a stock phrase may recur)
+
+
+def test_selection_on_dev_keeps_the_weights_of_the_lowest_infill_perplexity(tmp_path, cli_env):
+    """``select=infill_ppl`` keeps the lowest perplexity (the table marks it lower-is-better), not the highest."""
+    folder = sentiment_data_dir()
+    if folder is None or not (folder / "reviews" / "movie-review-sentences.csv").is_file():
+        pytest.skip("needs reviews/movie-review-sentences.csv: set KDGM_DATA_DIR or put ../shared/data beside the repo")
+    run_dir = tmp_path / "run"
+    assert main(["run", "template-infill", "--preset", "smoke", "--data-dir", str(folder), "--out", str(run_dir),
+                 "--set", "eval_every=1", "--set", "select=infill_ppl", "--set", "tensorboard=false"]) == 0
+    pretrain = run_dir / "rows" / "pretrain" / "seed0"
+    dev = read_csv(pretrain / "eval.csv")
+    assert len(set(dev["infill_ppl"])) > 1  # the evaluations differ, so the choice says something
+    lowest = int(dev["step"][int(np.argmin(dev["infill_ppl"]))])
+    assert load_checkpoint(pretrain / "checkpoints" / BEST)["step"] == lowest
