@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import json
+import re
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch
 
 from conftest import sentiment_data_dir
 from kdgm import cache
+from kdgm import config as cfgmod
 from kdgm.cli import main
 from kdgm.experiments import EXPERIMENTS, runner
 from kdgm.experiments.base import Row
@@ -254,6 +257,16 @@ def test_a_fine_tuning_row_starts_from_the_dev_selected_weights_of_its_base(tmp_
     tuned = load_checkpoint(fine / "checkpoints" / LAST)["model"]
     for key in selected:  # lr 1e-12: the fine-tuning row stays where it started
         torch.testing.assert_close(tuned[key], selected[key], msg=key)
+
+
+def test_the_report_names_what_was_set_beyond_the_preset_and_its_command_reproduces_the_run(tmp_path, cli_env):
+    first, again = tmp_path / "first", tmp_path / "again"
+    assert main(SMOKE + ["--set", "lr=0.002", "--set", "hidden=[24]", "--out", str(first)]) == 0
+    report = (first / "report.md").read_text()
+    assert "- Set beyond the preset: `lr=0.002`, `tensorboard=false`, `hidden=[24]`." in report
+    command = re.search(r"Reproduce: `kdgm (.*)`\.", report).group(1)
+    assert main(shlex.split(command) + ["--out", str(again)]) == 0
+    assert cfgmod.read_yaml(again / "config.yaml") == cfgmod.read_yaml(first / "config.yaml")
 
 
 def test_experiments_that_cannot_train_data_parallel_say_so(tmp_path, cli_env, capsys, monkeypatch):

@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 from typing import Any
 
+from kdgm import config as cfgmod
 from kdgm.experiments.rundir import Run, load_run, seed_folder, slug, training_runs, write_json
 from kdgm.report.figures import plot_curves
 from kdgm.train.logs import read_csv
@@ -67,6 +69,23 @@ def _curves(run_dir: Path, experiment, config, seed: int) -> list[Path]:
     return paths
 
 
+def set_beyond_preset(run: Run) -> dict[str, Any]:
+    """The config values a run changed from its preset (``--set``), without the data folder (where the data lies on
+    this machine, not what was computed): the report names them, so that its command reproduces the run."""
+    preset = run.experiment.presets.get(run.record["preset"])
+    if preset is None:
+        return {}
+    expected = cfgmod.to_dict(cfgmod.apply(run.experiment.config_class(), preset.values))
+    return {key: value for key, value in run.record["config"].items()
+            if key != "data_dir" and expected.get(key) != value}
+
+
+def _assignment(key: str, value: Any) -> str:
+    """``key=value`` as ``--set`` parses it back (lists and booleans as JSON, which YAML reads)."""
+    shown = value if isinstance(value, str) else json.dumps(value)
+    return f"{key}={shown}"
+
+
 def render(run: Run, metrics: dict[str, Any]) -> str:
     """The Markdown report: the paper-style table, the set-up differences, the figures."""
     run_dir, record, experiment, config = run.path, run.record, run.experiment, run.config
@@ -102,6 +121,9 @@ def render(run: Run, metrics: dict[str, Any]) -> str:
     lines += ["", "## What differs from the paper's set-up", ""]
     if preset is not None and preset.note:
         lines.append(f"- Preset `{record['preset']}`: {preset.note}.")
+    changed = [_assignment(key, value) for key, value in set_beyond_preset(run).items()]
+    if changed:
+        lines.append(f"- Set beyond the preset: {', '.join(f'`{item}`' for item in changed)}.")
     lines += [f"- {line}" for line in experiment.differences(config)]
     lines += experiment.report_sections(metrics, run)
     lines += ["", "## Per-seed results", ""]
@@ -119,7 +141,9 @@ def render(run: Run, metrics: dict[str, Any]) -> str:
         for path in figures:
             rel = path.relative_to(run_dir).as_posix()
             lines += [f"![{rel}]({rel})", ""]
-    lines += ["", f"Config: `config.yaml`. Reproduce: `kdgm run {experiment.name} --preset {record['preset']} --seeds {len(seeds)}`.", ""]
+    command = f"kdgm run {experiment.name} --preset {record['preset']} --seeds {len(seeds)}"
+    command += "".join(f" --set '{item}'" if " " in item else f" --set {item}" for item in changed)
+    lines += ["", f"Config: `config.yaml`. Reproduce: `{command}`.", ""]
     return "\n".join(lines)
 
 
