@@ -236,7 +236,9 @@ def _train_and_record(fabric, run: Run, row: Row, seed: int, resume: bool, progr
     fabric.barrier()
 
 
-def _run_all(fabric, run_dir: Path, resume: bool, progress_bar: bool | None) -> None:
+def _run_all(fabric, run_dir: Path, resume: bool, progress_bar: bool | None, parent: int | None = None) -> None:
+    if parent is not None and parent != os.getpid():  # a DDP rank spawned by ``kdgm run``: it must die with it
+        _die_with_parent(parent)
     run = load_run(run_dir)
     for row, seed in _pending(run):
         _train_and_record(fabric, run, row, seed, resume, progress_bar)
@@ -252,8 +254,9 @@ def _run_job(task: tuple) -> None:
 
 
 def _die_with_parent(parent: int) -> None:
-    """A ``--jobs`` worker must not outlive a killed ``kdgm run``: it would go on writing into the run folder that a
-    ``--resume`` then trains into as well. On Linux the kernel kills it with its parent (PR_SET_PDEATHSIG)."""
+    """A ``--jobs`` worker or a DDP rank must not outlive a killed ``kdgm run``: it would go on writing into the run
+    folder that a ``--resume`` then trains into as well (or finish the row there, so that the resumed run skips it).
+    On Linux the kernel kills it with its parent (PR_SET_PDEATHSIG)."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -318,7 +321,7 @@ def run(request: RunRequest) -> Path:
     if request.jobs > 1:
         _run_parallel(request, run_dir)
     else:
-        fabric.launch(_run_all, run_dir, request.resume, request.progress_bar)
+        fabric.launch(_run_all, run_dir, request.resume, request.progress_bar, os.getpid())
     if fabric.global_rank == 0:
         draw_comparisons(run_dir)
     build_report(run_dir)
