@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import statistics
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,7 @@ def render(run: Run, metrics: dict[str, Any]) -> str:
             rel = path.relative_to(run_dir).as_posix()
             lines += [f"![{rel}]({rel})", ""]
     command = f"kdgm run {experiment.name} --preset {record['preset']} --seeds {len(seeds)}"
-    command += "".join(f" --set '{item}'" if " " in item else f" --set {item}" for item in changed)
+    command += "".join(f" --set {shlex.quote(item)}" for item in changed)
     lines += ["", f"Config: `config.yaml`. Reproduce: `{command}`.", ""]
     return "\n".join(lines)
 
