@@ -191,9 +191,9 @@ def train_one(fabric, experiment: Experiment, config: TrainConfig, seed: int, fo
         select_lower=any(m.key == config.select and m.lower_is_better for m in experiment.metrics),
         tensorboard=config.tensorboard, desc=desc, progress_bar=progress_bar,
     )
-    if config.select:  # model selection: evaluate the weights that did best on dev
-        final = final_weights(folder)
-        load_model_state(_unwrap(raw), load_checkpoint(final, identity=identity)["model"], final)
+    best = folder / "checkpoints" / BEST
+    if config.select and best.exists():  # model selection: evaluate the weights that did best on dev
+        load_model_state(_unwrap(raw), load_checkpoint(best, identity=identity)["model"], best)
     raw.eval()
     with torch.no_grad():
         metrics = experiment.evaluate(config, raw, data.test, final=True)
