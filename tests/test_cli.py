@@ -79,6 +79,14 @@ def test_smoke_run_of_every_experiment(name, tmp_path, cli_env, capsys, monkeypa
         header = (run_dir / "rows" / slug(row.run_name) / "seed0" / "eval.csv")
         if config.eval_every and header.exists():
             assert header.read_text().splitlines()[0].split(",")[1:] == list(experiment.progress_metrics)
+    # every diagnostic term the report plots and tabulates is logged by some run (a misspelt term shows nowhere)
+    logged = set()
+    for row in training_runs(experiment, config).values():
+        train_log = run_dir / "rows" / slug(row.run_name) / "seed0" / "train.csv"
+        logged |= set(train_log.read_text().splitlines()[0].split(",")) if train_log.exists() else set()
+    assert set(experiment.curve_terms) <= logged, set(experiment.curve_terms) - logged
+    if experiment.curve_terms:
+        assert "## Training diagnostics" in (run_dir / "report.md").read_text()
     # samples, or one line saying the experiment has none
     capsys.readouterr()
     code = main(["sample", str(run_dir), "--n", "4"])

@@ -15,7 +15,9 @@ from kdgm.data.templates import (
     BLANK, BLANK_ID, BOS_ID, EOS_ID, InfillCondition, Sentences, blank_spans, load_templates, make_template,
 )
 from kdgm.experiments.template_infill import InfillMatch
-from kdgm.metrics.infill import distinct_n, extract_infill, infill_bleu, perplexity, template_adherence
+from kdgm.metrics.infill import (
+    distinct_n, extract_infill, infill_bleu, infill_f1, perplexity, template_adherence,
+)
 from kdgm.models.infill import TemplateInfiller, sample_categorical
 from kdgm.train.checkpoint import BEST, load_checkpoint
 from kdgm.train.logs import read_csv
@@ -164,6 +166,15 @@ def test_the_constraint_reads_the_written_words_and_learns():
     assert scores.shape == (2,)
     scores.sum().backward()
     assert all(p.grad is not None for p in f.parameters())
+
+
+def test_infill_f1_scores_the_written_words_against_the_true_infill():
+    cond = _condition()  # true infills: [5] and [11]
+    x = Sentences(torch.tensor([[5, 6, 7, EOS_ID, 0, 0], [8, 6, 11, 9, 10, EOS_ID]]), torch.tensor([4, 6]))
+    f1 = infill_f1(x.tokens, InfillMatch.written(x, cond), cond.truth, cond.truth_infill)
+    torch.testing.assert_close(f1, torch.tensor([1.0, 2 * 0.5 * 1.0 / 1.5]))  # row 1 wrote 6 and 11: P ½, R 1
+    copies = Sentences(torch.tensor([[6, 7, EOS_ID], [8, 9, EOS_ID]]), torch.tensor([3, 3]))
+    assert infill_f1(copies.tokens, InfillMatch.written(copies, cond), cond.truth, cond.truth_infill).tolist() == [0, 0]
 
 
 def test_the_review_data_splits_by_review_with_templates():

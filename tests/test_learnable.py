@@ -162,6 +162,19 @@ def test_explicit_m_step_moves_p_toward_q(problem):
     assert all(b < a for a, b in zip(kls, kls[1:])), kls
 
 
+def test_monitors_are_logged_under_p_and_under_q(problem):
+    logits, f_true = problem
+    hit = lambda x, c: x == 2  # noqa: E731  a yardstick that is not f: the probability of outcome 2
+    pr = PosteriorRegularization(FunctionConstraint(lambda x, c: f_true[x]), alpha=1.0, samples=20000,
+                                 monitors={"two": hit})
+    torch.manual_seed(5)
+    terms = ExplicitMStep(pr, weight=1.0)(Tabular(logits), Conditioned(torch.zeros(3, dtype=torch.long),
+                                                                        torch.arange(3))).terms
+    assert terms["two_p"].item() == pytest.approx(torch.softmax(logits, -1)[:, 2].mean().item(), abs=0.01)
+    assert terms["two_q"].item() == pytest.approx(exact_q(logits, f_true, 1.0)[:, 2].mean().item(), abs=0.01)
+    assert abs(terms["two_q"].item() - terms["two_p"].item()) > 0.05  # q and p differ there: the test can tell
+
+
 class Gaussian(nn.Module):
     """p_θ = N(μ, σ²), reparameterised."""
 

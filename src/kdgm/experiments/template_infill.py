@@ -34,7 +34,7 @@ from kdgm.knowledge.constraint import Constraint
 from kdgm.knowledge.regularized import (
     BinaryDiscriminator, ExplicitMStep, PosteriorRegularization, SampleMaximisation,
 )
-from kdgm.metrics.infill import distinct_n, infill_bleu, perplexity, template_adherence
+from kdgm.metrics.infill import distinct_n, infill_bleu, infill_f1, perplexity, template_adherence
 from kdgm.models.infill import TemplateInfiller
 from kdgm.objectives.likelihood import MaximumLikelihood
 from kdgm.report.paired import paired_differences
@@ -199,7 +199,7 @@ class TemplateInfill(Experiment):
     )
     progress_metrics = ("infill_ppl",)
     data_parallel = False
-    curve_terms = ("ess_share", "f_p", "f_q", "phi/f_data", "nll")
+    curve_terms = ("ess_share", "f_p", "f_q", "phi/f_data", "nll", "infill_f1_p", "infill_f1_q")
 
     def run_config(self, config: TemplateInfillConfig) -> TemplateInfillConfig:
         if config.method == "pretrain":
@@ -247,7 +247,8 @@ class TemplateInfill(Experiment):
         constraint = InfillMatch(len(data.splits.vocab), config.constraint_dim)
         observed, condition = _head(config.pr_conditions)
         pr = PosteriorRegularization(constraint, config.alpha, config.samples, data=observed, condition=condition,
-                                     sample_kwargs={"temperature": config.temperature})
+                                     sample_kwargs={"temperature": config.temperature},
+                                     monitors={"infill_f1": _infill_f1})
         # per token, as the likelihood term beside it
         m_step = ExplicitMStep(pr, base=mle, weight=config.pr_weight, center=config.center,
                                units=lambda x: x.lengths)
@@ -338,6 +339,11 @@ class TemplateInfill(Experiment):
             lines += [f"- template: `{template}`"]
             lines += [f"  - {name}: {rows[i].split(' | ')[1]}" for name, rows in examples.items()]
         return lines
+
+
+def _infill_f1(x: Sentences, cond: InfillCondition) -> Tensor:
+    """(N,) unigram F1 of the words x wrote against the true infill: does q prefer samples nearer the truth than p?"""
+    return infill_f1(x.tokens, InfillMatch.written(x, cond), cond.truth, cond.truth_infill)
 
 
 class _First:

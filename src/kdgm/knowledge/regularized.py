@@ -71,11 +71,17 @@ class PosteriorRegularization:
         data: reads the observed outputs x* from a batch (default :func:`batch_data`).
         condition: reads the condition from a batch (default :func:`batch_condition`).
         sample_kwargs: extra keyword arguments of ``model.sample`` (e.g. ``temperature``).
+        monitors: yardsticks of a sample that are not the constraint, ``name -> fn(x, cond) -> (N,)`` (e.g. the
+            overlap of a sentence's infill with the truth): the M-steps log each one's mean under p (``name_p``)
+            and, the explicit one, under q (``name_q``). They say whether q prefers samples that are better by a
+            measure f_φ was not trained on, which f on data and on samples cannot: a learned f that tells data from
+            samples perfectly may still rank the samples at random. Read without gradient, never optimised.
     """
 
     def __init__(self, constraint: Constraint, alpha: float = 1.0, samples: int = 8,
                  data: Callable[[Any], Any] = batch_data, condition: Callable[[Any], Any] = batch_condition,
-                 sample_kwargs: dict[str, Any] | None = None) -> None:
+                 sample_kwargs: dict[str, Any] | None = None,
+                 monitors: dict[str, Callable[[Any, Any], Tensor]] | None = None) -> None:
         if alpha <= 0 or samples < 1:
             raise ValueError(f"need alpha > 0 and samples >= 1, got alpha={alpha}, samples={samples}")
         self.constraint = constraint
@@ -84,6 +90,7 @@ class PosteriorRegularization:
         self.data = data
         self.condition = condition
         self.sample_kwargs = dict(sample_kwargs or {})
+        self.monitors = dict(monitors or {})
         self._cache: tuple[int, Draw] | None = None
 
     def draw(self, model: nn.Module, batch, grad: bool = False) -> Draw:
@@ -128,6 +135,19 @@ class PosteriorRegularization:
         ess = effective_sample_size(log_w)  # (B,)
         return {"ess": ess.mean().detach(), "ess_share": (ess / f.shape[0]).mean().detach(),
                 "f_p": f.mean().detach(), "f_q": (log_w.exp() * f).sum(0).mean().detach()}
+
+    @torch.no_grad()
+    def monitor_terms(self, draw: Draw, log_w: Tensor | None = None) -> dict[str, Tensor]:
+        """Logged terms of the ``monitors``: each one's mean over the samples (under p) and, given the (S, B) log
+        weights, its expectation under q."""
+        terms = {}
+        for name, monitor in self.monitors.items():
+            m = monitor(draw.x, draw.cond).view(draw.S, draw.B)  # (S, B)
+            m = m if m.is_floating_point() else m.float()
+            terms[f"{name}_p"] = m.mean()
+            if log_w is not None:
+                terms[f"{name}_q"] = (log_w.exp() * m).sum(0).mean()
+        return terms
 
     def data_log_likelihood(self, model: nn.Module, batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """The data's log-likelihood under q, for the φ-step.
@@ -210,7 +230,8 @@ class ExplicitMStep:
         if self.units is not None:  # E_q[units]: the q-weighted mean length of a sample
             scale = (log_w.exp() * self.units(draw.x).view(draw.S, draw.B).to(log_p.dtype)).sum(0).mean()
         pr_loss = -(w * log_p).sum(0).mean() / scale
-        terms = {"pr_nll": (-(log_w.exp() * log_p).sum(0).mean() / scale).detach(), **self.pr.diagnostics(f, log_w)}
+        terms = {"pr_nll": (-(log_w.exp() * log_p).sum(0).mean() / scale).detach(), **self.pr.diagnostics(f, log_w),
+                 **self.pr.monitor_terms(draw, log_w)}
         return _beside(base, self.weight, pr_loss, terms)
 
     def _log_prob(self, model: nn.Module, draw: Draw) -> tuple[Tensor, Tensor | None]:
@@ -278,7 +299,7 @@ class ImplicitMStep:
             log_p = model.log_prob(draw.x, draw.cond).view(draw.S, draw.B)  # (S, B)
             advantage = f - f.mean(0, keepdim=True)  # (S, B): the mean is the baseline
             loss = -self.pr.alpha * (advantage * log_p).mean()
-        terms = {"f_p": f.mean().detach()}
+        terms = {"f_p": f.mean().detach(), **self.pr.monitor_terms(draw)}
         out = None
         if self.base is not None:
             shared = (self.estimator == "pathwise" and self.share_samples and draw.S == 1 and draw.cond is not None

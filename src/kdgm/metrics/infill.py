@@ -23,6 +23,25 @@ def perplexity(token_log_probs: Tensor, mask: Tensor) -> float:
     return float(torch.exp(-(token_log_probs * mask).sum() / count))
 
 
+def infill_f1(tokens: Tensor, written: Tensor, truth: Tensor, truth_infill: Tensor) -> Tensor:
+    """(N,) unigram F1 of the words each sentence wrote against its true infilled words, in one batched comparison.
+
+    Precision: the share of written tokens that occur among the true infill's; recall: the share of true infill
+    tokens that occur among the written ones (0 when either side is empty). A yardstick of a sample's content that
+    needs no learned network, e.g. to see whether q ∝ p exp(α f_φ) prefers samples closer to the truth than p does.
+
+    Args:
+        tokens: (N, T) the sentences. written: (N, T) bool, their own words (not copied from the template).
+        truth: (N, T*) the true sentences. truth_infill: (N, T*) bool, their infilled words.
+    """
+    same = (truth[:, :, None] == tokens[:, None, :]) & truth_infill[:, :, None] & written[:, None, :]  # (N, T*, T)
+    n_written, n_truth = written.sum(1), truth_infill.sum(1)  # (N,), (N,)
+    precision = same.any(1).sum(1) / n_written.clamp(min=1)  # (N,)
+    recall = same.any(2).sum(1) / n_truth.clamp(min=1)  # (N,)
+    return torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
+                       torch.zeros_like(precision))
+
+
 def extract_infill(sample: Sequence[str], template: Sequence[str]) -> list[str] | None:
     """The words a sample wrote into the template's blanks, in order, or None when it does not follow the template
     (every non-blank template word kept, in order, with each ``<blank>`` taking zero or more words)."""

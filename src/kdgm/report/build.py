@@ -18,6 +18,7 @@ from typing import Any
 
 from kdgm import config as cfgmod
 from kdgm.experiments.rundir import Run, load_run, seed_folder, slug, training_runs, write_json
+from kdgm.report.diagnostics import training_diagnostics
 from kdgm.report.figures import plot_curves
 from kdgm.train.logs import read_csv
 
@@ -127,6 +128,7 @@ def render(run: Run, metrics: dict[str, Any]) -> str:
         lines.append(f"- Set beyond the preset: {', '.join(f'`{item}`' for item in changed)}.")
     lines += [f"- {line}" for line in experiment.differences(config)]
     lines += experiment.report_sections(metrics, run)
+    lines += training_diagnostics(run_dir, experiment, config, seeds)
     lines += ["", "## Per-seed results", ""]
     for row in experiment.rows:
         if row.name not in metrics["rows"]:
