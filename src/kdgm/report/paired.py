@@ -28,5 +28,6 @@ def paired_differences(metrics: dict[str, Any], pairs: Sequence[tuple[str, str]]
                 std = statistics.stdev(diffs) if len(diffs) > 1 else 0.0
                 per_seed = ", ".join(f"{d:+.{digits}f}" for d in diffs)
                 cells.append(f"{key}: {statistics.fmean(diffs):+.{digits}f} ± {std:.{digits}f} (per seed: {per_seed})")
-        lines.append(f"- {a} − {b}: " + "; ".join(cells))
+        if cells:  # a row without finished seeds yet (a partial run folder) has nothing to pair
+            lines.append(f"- {a} − {b}: " + "; ".join(cells))
     return lines

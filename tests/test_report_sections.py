@@ -1,4 +1,5 @@
-"""The report's training-diagnostics table (kdgm.report.diagnostics) against hand-computed tails of synthetic logs."""
+"""Report sections against hand-computed cases: the training-diagnostics table (kdgm.report.diagnostics) from
+synthetic logs, and the paired differences (kdgm.report.paired)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,14 @@ def test_the_table_has_one_line_per_run_that_logged_a_term_and_mean_and_std_over
     # seed 0: mean of 0.9 and 1.0 = 0.95; seed 1: 0.5; over seeds 0.725 ± std(0.95, 0.5) = 0.318
     assert lines[5:] == ["| With learned constraint | 0.725 ± 0.318 |"]
     assert training_diagnostics(tmp_path / "empty", experiment, None, [0]) == []
+
+
+def test_paired_differences_pair_seed_by_seed_and_skip_a_row_without_results():
+    from kdgm.report.paired import paired_differences
+
+    entry = lambda values: {"per_seed": values}  # noqa: E731
+    metrics = {"rows": {"base": {"ppl": entry([100.0, 200.0])}, "pr": {"ppl": entry([110.0, 190.0])},
+                        "unfinished": {"ppl": entry([])}}}
+    lines = paired_differences(metrics, [("pr", "base"), ("unfinished", "base")], ["ppl"], relative=True)
+    # +10 % and −5 %: mean +2.5, std of (10, −5) = 10.61
+    assert lines[3:] == ["- pr − base: ppl: +2.50 ± 10.61 (per seed: +10.00, -5.00)"]
