@@ -1,9 +1,9 @@
 """The end of training in numbers: each run's diagnostic training terms (an E-step's effective sample size, f on
 data and on samples, a critic's loss) averaged over the last part of its training, mean ± std over seeds.
 
-The curves show how a term moved; this table says where it ended, for every seed, so that a report can say why a
-row did what it did (a learned constraint that tells data from samples but ranks the samples at random) in numbers
-that a reader can compare between rows.
+The curves show how a term moved (first seed); this table says where it ended, over every seed, so that a report
+can say why a row did what it did — a constraint whose q keeps few samples, a critic that never left chance — in
+numbers that a reader can compare between rows.
 """
 
 from __future__ import annotations
