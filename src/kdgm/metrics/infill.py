@@ -38,8 +38,7 @@ def infill_f1(tokens: Tensor, written: Tensor, truth: Tensor, truth_infill: Tens
     n_written, n_truth = written.sum(1), truth_infill.sum(1)  # (N,), (N,)
     precision = same.any(1).sum(1) / n_written.clamp(min=1)  # (N,)
     recall = same.any(2).sum(1) / n_truth.clamp(min=1)  # (N,)
-    return torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp(min=1e-12),
-                       torch.zeros_like(precision))
+    return 2 * precision * recall / (precision + recall).clamp(min=1e-12)  # 0 where both are 0
 
 
 def extract_infill(sample: Sequence[str], template: Sequence[str]) -> list[str] | None:
